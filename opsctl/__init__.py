@@ -1,0 +1,1 @@
+"""opsctl: the operators' command line for the ML worker."""
