@@ -73,7 +73,9 @@ def make_queues(sqs, prefix: str = "ml-worker", visibility_timeout: int = 300, p
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}),
     }
     url = sqs.create_queue(QueueName=prefix, Attributes=attributes)["QueueUrl"]
-    priority_url = sqs.create_queue(QueueName=f"{prefix}-priority", Attributes=attributes)["QueueUrl"] if priority else None
+    priority_url = None
+    if priority:
+        priority_url = sqs.create_queue(QueueName=f"{prefix}-priority", Attributes=attributes)["QueueUrl"]
     return Queues(url=url, dlq_url=dlq_url, dlq_arn=dlq_arn, priority_url=priority_url)
 
 

@@ -11,7 +11,7 @@ from botocore.config import Config
 
 # Without any configured region boto3 refuses to build a client; us-east-1 is its usual fallback.
 FALLBACK_REGION = "us-east-1"
-RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+RETRY_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=5, read_timeout=30)
 
 
 def session(profile: str | None = None, region: str | None = None) -> boto3.session.Session:
