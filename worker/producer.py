@@ -19,7 +19,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker import aws
-from worker.contract import SQS_MAX_MESSAGE_BYTES, InvalidJobError, message_size, new_job
+from worker.contract import (
+    SQS_MAX_MESSAGE_BYTES,
+    InvalidJobError,
+    LabCategorizationJob,
+    message_size,
+    new_job,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +86,14 @@ class MLWorkerClient:
         Raises InvalidJobError (naming the field), MLWorkerDisabledError, MLWorkerConfigError
         or JobSendError; a job is never dropped silently.
         """
-        job = new_job(user_id, document_id, list(tests), priority)
+        return self.send_job(new_job(user_id, document_id, list(tests), priority))
+
+    def send_job(self, job: LabCategorizationJob) -> str:
+        """Send an already built job (see ``worker.contract.new_job``) and return the SQS message id.
+
+        For callers that need the job id back (opsctl send-test); same checks and errors as
+        ``send_lab_categorization_job``.
+        """
         body, attributes = job.to_body(), job.message_attributes()
         size = message_size(body, attributes)
         if size > SQS_MAX_MESSAGE_BYTES:
@@ -91,7 +104,7 @@ class MLWorkerClient:
         except (BotoCoreError, ClientError) as error:
             raise JobSendError(f"could not send job {job.job_id} to {queue_url}: {error}") from error
         log.info("sent lab categorization job %s for user %s document %s as message %s",
-                 job.job_id, user_id, document_id, response["MessageId"])
+                 job.job_id, job.user_id, job.document_id, response["MessageId"])
         return response["MessageId"]
 
 
