@@ -1,0 +1,106 @@
+"""The worker's configuration, read from the environment once (pydantic-settings).
+
+The names are the task definition's: ``ML_WORKER_*`` for the loop, ``DATABASE_URL`` or the
+``POSTGRES_*`` variables injected from SSM for the database, ``LOG_LEVEL``, and ``ECS_AGENT_URI``
+(set by ECS itself) for scale-in protection. Tests build ``WorkerSettings(queue_url=...)`` by
+field name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+
+def _env(*names: str):
+    return AliasChoices(*names) if len(names) > 1 else names[0]
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", case_sensitive=False)
+
+    # The queues.
+    queue_url: str | None = Field(default=None, validation_alias=_env("ML_WORKER_SQS_QUEUE_URL"))
+    priority_queue_url: str | None = Field(default=None, validation_alias=_env("ML_WORKER_PRIORITY_QUEUE_URL"))
+    dlq_url: str | None = Field(default=None, validation_alias=_env("ML_WORKER_DLQ_URL"))
+
+    # The loop.
+    batch_size: int = Field(default=10, ge=1, le=10, validation_alias=_env("ML_WORKER_BATCH_SIZE"))
+    wait_time: int = Field(default=20, ge=0, le=20, validation_alias=_env("ML_WORKER_WAIT_TIME"))
+    visibility_timeout: int = Field(default=300, ge=1, le=43200,
+                                    validation_alias=_env("ML_WORKER_VISIBILITY_TIMEOUT"))
+    heartbeat: float | None = Field(default=None, gt=0, validation_alias=_env("ML_WORKER_HEARTBEAT"))
+    retry_backoff: float = Field(default=10, ge=0, validation_alias=_env("ML_WORKER_RETRY_BACKOFF"))
+    retry_backoff_max: float = Field(default=300, ge=0, le=43200,
+                                     validation_alias=_env("ML_WORKER_RETRY_BACKOFF_MAX"))
+    shutdown_deadline: float = Field(default=90, gt=0, validation_alias=_env("ML_WORKER_SHUTDOWN_DEADLINE"))
+    stats_interval: float = Field(default=60, gt=0, validation_alias=_env("ML_WORKER_STATS_INTERVAL"))
+
+    # The engine.
+    model: str | None = Field(default=None, validation_alias=_env("ML_WORKER_MODEL"))
+    index_dir: str | None = Field(default=None, validation_alias=_env("ML_WORKER_INDEX_DIR"))
+
+    # Health.
+    health_file: str = Field(default="/tmp/ml-worker-health", validation_alias=_env("ML_WORKER_HEALTH_FILE"))
+    health_max_age: float | None = Field(default=None, gt=0, validation_alias=_env("ML_WORKER_HEALTH_MAX_AGE"))
+
+    # The database.
+    database_url_env: SecretStr | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
+    postgres_host: str | None = Field(default=None, validation_alias=_env("POSTGRES_HOST"))
+    postgres_port: int = Field(default=5432, validation_alias=_env("POSTGRES_PORT"))
+    postgres_db: str | None = Field(default=None, validation_alias=_env("POSTGRES_DB"))
+    postgres_user: str | None = Field(default=None, validation_alias=_env("POSTGRES_USER"))
+    postgres_password: SecretStr | None = Field(default=None, validation_alias=_env("POSTGRES_PASSWORD"))
+    migrate_on_start: bool = Field(default=True, validation_alias=_env("ML_WORKER_MIGRATE_ON_START"))
+
+    # Process.
+    log_level: str = Field(default="INFO", validation_alias=_env("LOG_LEVEL"))
+    ecs_agent_uri: str | None = Field(default=None, validation_alias=_env("ECS_AGENT_URI"))
+
+    @model_validator(mode="after")
+    def _defaults(self) -> WorkerSettings:
+        if self.heartbeat is None:
+            # Extend well before the visibility timeout runs out: a third of it, at most every minute.
+            self.heartbeat = max(1.0, min(60.0, self.visibility_timeout / 3))
+        if self.health_max_age is None:
+            # One long poll plus one batch that may legitimately take a whole visibility timeout.
+            self.health_max_age = float(self.wait_time + self.visibility_timeout + 60)
+        return self
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return float(self.heartbeat or 60)
+
+    def database_url(self) -> URL:
+        """DATABASE_URL if set, else the POSTGRES_* variables. Raises ValueError when neither is."""
+        from sqlalchemy.engine import URL, make_url
+
+        if self.database_url_env is not None and self.database_url_env.get_secret_value():
+            raw = self.database_url_env.get_secret_value()
+            if raw.startswith("postgres://"):
+                raw = "postgresql://" + raw[len("postgres://"):]
+            url = make_url(raw)
+            if url.drivername == "postgresql":
+                url = url.set(drivername="postgresql+psycopg2")
+            return url
+        if self.postgres_host:
+            return URL.create(
+                "postgresql+psycopg2",
+                username=self.postgres_user,
+                password=self.postgres_password.get_secret_value() if self.postgres_password else None,
+                host=self.postgres_host,
+                port=self.postgres_port,
+                database=self.postgres_db,
+            )
+        raise ValueError("no database configured: set DATABASE_URL or POSTGRES_HOST/PORT/DB/USER/PASSWORD")
+
+    def queue_urls(self) -> list[str]:
+        """The queues to poll, priority first."""
+        if not self.queue_url:
+            raise ValueError("ML_WORKER_SQS_QUEUE_URL is not set: no queue to consume")
+        return [url for url in (self.priority_queue_url, self.queue_url) if url]

@@ -1,0 +1,111 @@
+"""The tables the worker owns. opsctl and the app read them with plain SQL: names are a contract."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JOB_STATUSES = ("processing", "done", "failed")
+MAPPING_SOURCES = ("manual", "model")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now():
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class LabJob(Base):
+    """One row per job: its status, attempts and last error."""
+
+    __tablename__ = "lab_jobs"
+    __table_args__ = (
+        CheckConstraint("status in ('processing', 'done', 'failed')", name="status"),
+        Index("ix_lab_jobs_status_updated_at", "status", "updated_at"),
+        Index("ix_lab_jobs_user_id_document_id", "user_id", "document_id"),
+    )
+
+    job_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    document_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    priority: Mapped[str] = mapped_column(Text, nullable=False, server_default="normal")
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    test_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LabTestResult(Base):
+    """One row per test of a job; (job_id, test_index) is unique, so a redelivered job adds nothing."""
+
+    __tablename__ = "lab_test_results"
+    __table_args__ = (
+        Index("ix_lab_test_results_user_id_document_id", "user_id", "document_id"),
+        Index("ix_lab_test_results_loinc_code", "loinc_code"),
+    )
+
+    job_id: Mapped[str] = mapped_column(Text, ForeignKey("lab_jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    test_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    document_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    test_name: Mapped[str] = mapped_column(Text, nullable=False)
+    test_value: Mapped[str | None] = mapped_column(Text)
+    test_unit: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(Text, nullable=False)
+    loinc_code: Mapped[str | None] = mapped_column(Text)
+    loinc_name: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    match_method: Mapped[str] = mapped_column(Text, nullable=False)
+    needs_review: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    model_version: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class LabTestMapping(Base):
+    """The mapping memory, keyed by the engine's normalised (name, unit).
+
+    A 'manual' (reviewed) row overrides the model and is never overwritten by a 'model' row.
+    """
+
+    __tablename__ = "lab_test_mappings"
+    __table_args__ = (CheckConstraint("source in ('manual', 'model')", name="source"),)
+
+    normalized_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    unit_key: Mapped[str] = mapped_column(Text, primary_key=True, server_default="")
+    category: Mapped[str] = mapped_column(Text, nullable=False)
+    loinc_code: Mapped[str | None] = mapped_column(Text)
+    loinc_name: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    match_method: Mapped[str] = mapped_column(Text, nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    model_version: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
