@@ -1,0 +1,467 @@
+"""The mapping engine: report-style lab test names to the app's category and a LOINC code.
+
+Built once from the reference (``MappingEngine.load``), then ``map(batch)`` returns one typed
+``MappingResult`` per query, in order. Retrieval is hybrid: rapidfuzz over the reference's names
+and the synonym table, plus cosine similarity of sentence embeddings; candidates are re-ranked by
+unit class (mass, molar, count, percent, ratio, enzyme activity, ...), specimen and scale, and a
+calibrated confidence decides whether to answer or abstain.
+
+The reference's embeddings are computed once per (model, reference version) and stored as
+``.npy`` under the index directory. A batch embeds only its distinct, not-yet-seen normalised
+names, in one ``encode`` call; query embeddings are kept in a bounded in-process LRU.
+
+Pure: no boto3, no SQL, no module-level state; numpy, rapidfuzz and sentence-transformers only.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worker.mapping.model import load_sentence_model, model_identity, model_label, resolve_index_dir, resolve_model
+from worker.mapping.normalize import (
+    UNIT_CLASS_PROPERTIES,
+    Lexicon,
+    NormalisedName,
+    SpellingCorrector,
+    basic_clean,
+    default_lexicon,
+    is_qualitative_value,
+    normalise_name,
+    normalise_unit,
+    unit_class,
+)
+from worker.mapping.reference import DATA_DIR, Reference, ReferenceEntry
+from worker.mapping.types import CATEGORIES, OTHERS, LabTestQuery, MappingResult
+
+RECIPE_VERSION = "1"  # bump when the text embedded for reference entries changes
+SYNONYMS_PATH = DATA_DIR / "synonyms.csv"
+CALIBRATION_PATH = DATA_DIR / "calibration.json"
+TOP_K = 25
+QUERY_CACHE_SIZE = 50_000
+
+
+# ---- encoders ----------------------------------------------------------------------------------
+
+class SentenceEncoder:
+    """A thin wrapper over a SentenceTransformer: L2-normalised float32 rows; counts its calls."""
+
+    def __init__(self, model, batch_size: int = 64):
+        self.model = model
+        self.batch_size = batch_size
+        self.calls = 0
+        self.texts_encoded = 0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        self.texts_encoded += len(texts)
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+# ---- synonyms ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Synonym:
+    term: str
+    code: str
+
+
+def read_synonyms(path: str | Path = SYNONYMS_PATH) -> list[Synonym]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [((row.get("term") or "").strip(), (row.get("code") or "").strip()) for row in csv.DictReader(handle)]
+    return [Synonym(term, code) for term, code in rows if term and code]
+
+
+# ---- reference text views ----------------------------------------------------------------------
+
+_BRACKETS = re.compile(r"\[[^\]]*\]")
+
+
+def entry_core_name(entry: ReferenceEntry) -> str:
+    """The analyte part of a long common name: no [property], no 'in <system>', no 'by <method>'."""
+    name = _BRACKETS.sub(" ", entry.long_common_name)
+    suffix = ""
+    if "--" in name:
+        name, suffix = name.split("--", 1)
+    name = re.split(r"\s+by\s+", name, maxsplit=1)[0]
+    parts = re.split(r"\s+in\s+", name)
+    if len(parts) > 1:
+        name = " in ".join(parts[:-1])
+    return f"{name} {suffix}".strip()
+
+
+def entry_aliases(entry: ReferenceEntry) -> list[str]:
+    """Names a report may use for an entry: its component, its core long name, and for fractions
+    like 'Neutrophils/100 leukocytes' the numerator alone."""
+    component = entry.component.replace("^", " ").replace(".", " ")
+    aliases = [component, entry_core_name(entry)]
+    for text in list(aliases):
+        if "/100 " in text:
+            aliases.append(text.split("/100 ", 1)[0])
+    return aliases
+
+
+def entry_embedding_text(entry: ReferenceEntry) -> str:
+    return re.sub(r"\s+", " ", _BRACKETS.sub(" ", entry.long_common_name)).strip()
+
+
+def system_group(system: str) -> str:
+    s = system.lower().replace(" ", "")
+    if "urine" in s:
+        return "urine"
+    if "stool" in s or "fec" in s:
+        return "stool"
+    if "csf" in s:
+        return "csf"
+    if "plrfld" in s or "pleural" in s:
+        return "pleural"
+    if "peritonfld" in s or "periton" in s or "ascit" in s:
+        return "peritoneal"
+    if "synvfld" in s or "synov" in s:
+        return "synovial"
+    if "fld" in s or "fluid" in s:
+        return "fluid"
+    if s.startswith("blda") or "art" in s:
+        return "arterial"
+    if any(k in s for k in ("ser", "plas", "bld", "rbc", "wbc", "plt", "hb", "xxx")) or not s:
+        return "blood"
+    return "other"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """confidence = sigmoid(w0 + w_score * score + w_margin * margin + w_direct * direct)."""
+
+    w0: float = -9.0
+    w_score: float = 10.0
+    w_margin: float = 8.0
+    w_direct: float = 1.5
+    threshold: float = 0.5
+    category_floor: float = 0.45  # below this score the category falls back to keywords/Others
+
+    @classmethod
+    def load(cls, path: Path = CALIBRATION_PATH) -> Calibration:
+        if path.is_file():
+            data = json.loads(path.read_text())
+            return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls()
+
+    def confidence(self, score: float, margin: float, direct: bool) -> float:
+        z = self.w0 + self.w_score * score + self.w_margin * margin + self.w_direct * float(direct)
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+@dataclass
+class _Evidence:
+    """Per distinct normalised text: candidate reference rows and their raw retrieval scores."""
+
+    lexical: dict[int, float]
+    embedding: dict[int, float]
+    exact: set[int]
+    synonym: set[int]
+
+
+class MappingEngine:
+    model_version: str
+
+    def __init__(self, reference: Reference, encoder, reference_embeddings: np.ndarray, model_label_: str,
+                 synonyms: Iterable[Synonym] = (), lexicon: Lexicon | None = None,
+                 calibration: Calibration | None = None):
+        self.reference = reference
+        self.encoder = encoder
+        self.embeddings = reference_embeddings
+        self.lexicon = lexicon or default_lexicon()
+        self.calibration = calibration or Calibration.load()
+        self.synonyms = [s for s in synonyms if s.code in reference]
+        self._build_text_views()
+        knowledge = hashlib.sha256("|".join((reference.version, RECIPE_VERSION, *(f"{s.term}>{s.code}" for s in
+                                   self.synonyms), repr(sorted(self.lexicon.abbreviations.items())))).encode())
+        self.model_version = f"{model_label_}+ref-{knowledge.hexdigest()[:6]}"
+        self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._evidence: OrderedDict[str, _Evidence] = OrderedDict()
+        self._normalised: OrderedDict[tuple[str, str], NormalisedName] = OrderedDict()
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, model: str | None = None, index_dir: str | Path | None = None, *,
+             reference: Reference | None = None, synonyms: Iterable[Synonym] | None = None,
+             encoder=None, progress: bool = False) -> MappingEngine:
+        """Load the model and the reference's embedding index (computed and stored on first use)."""
+        model_name = resolve_model(model)
+        directory = resolve_index_dir(index_dir)
+        if reference is None:
+            reference = Reference.load([directory / "reference"])
+        if encoder is None:
+            encoder = SentenceEncoder(load_sentence_model(model_name))
+        embeddings = load_or_build_index(reference, encoder, model_name, directory, progress=progress)
+        return cls(reference, encoder, embeddings, model_label(model_name),
+                   read_synonyms() if synonyms is None else synonyms)
+
+    def _build_text_views(self) -> None:
+        corrector_words: set[str] = set()
+        aliases: list[tuple[str, int]] = []
+        self._exact: dict[str, set[int]] = {}
+        self._synonym_terms: dict[str, set[int]] = {}
+        lex = self.lexicon
+        for i, entry in enumerate(self.reference.entries):
+            texts = {self._alias_text(t) for t in entry_aliases(entry)}
+            for text in texts:
+                if text:
+                    aliases.append((text, i))
+                    self._exact.setdefault(text, set()).add(i)
+            corrector_words.update(basic_clean(entry.long_common_name).split())
+        for term in set(lex.abbreviations) | set(lex.abbreviations.values()) | set(lex.spellings.values()):
+            corrector_words.update(term.split())
+        self.corrector = SpellingCorrector(corrector_words)
+        for synonym in self.synonyms:
+            i = self.reference.index_of[synonym.code]
+            norm = normalise_name(synonym.term, lexicon=lex)
+            for text in {norm.text, norm.expanded}:
+                if text:
+                    self._synonym_terms.setdefault(text, set()).add(i)
+                    aliases.append((text, i))
+            corrector_words.update(norm.cleaned.split())
+        self.corrector = SpellingCorrector(corrector_words)
+        aliases = sorted(set(aliases), key=lambda a: (a[1], a[0]))
+        self._alias_texts = [a[0] for a in aliases]
+        self._alias_codes = np.array([a[1] for a in aliases], dtype=np.int64)
+        # start offset of each entry's alias run, for per-entry max via reduceat
+        self._alias_starts = np.searchsorted(self._alias_codes, np.arange(len(self.reference)))
+        self._has_alias = np.isin(np.arange(len(self.reference)), self._alias_codes)
+
+    def _alias_text(self, text: str) -> str:
+        cleaned = basic_clean(text)
+        from worker.mapping.normalize import _phrase_sub
+
+        cleaned = _phrase_sub(cleaned, self.lexicon.spellings)
+        expanded = _phrase_sub(cleaned, self.lexicon.abbreviations)
+        return " ".join(dict.fromkeys(expanded.split()))
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def normalise(self, query: LabTestQuery) -> NormalisedName:
+        cache_key = (query.name or "", query.specimen or "")
+        norm = self._normalised.get(cache_key)
+        if norm is None:
+            norm = normalise_name(query.name or "", query.specimen, self.lexicon, self.corrector)
+            self._remember(self._normalised, cache_key, norm)
+        return norm
+
+    def key(self, query: LabTestQuery) -> tuple[str, str]:
+        norm = self.normalise(query)
+        name = norm.expanded if norm.is_test else norm.cleaned
+        qualifiers = []
+        if norm.specimen and norm.specimen not in ("blood", "serum"):
+            qualifiers.append(norm.specimen)
+        if norm.timed_24h:
+            qualifiers.append("24h")
+        if norm.absolute is True:
+            qualifiers.append("absolute")
+        if qualifiers:
+            name = f"{name} [{' '.join(qualifiers)}]"
+        return name, normalise_unit(query.unit)
+
+    def describe(self, code: str) -> tuple[str, str] | None:
+        entry = self.reference.by_code.get((code or "").strip())
+        return (entry.long_common_name, entry.category) if entry else None
+
+    def map(self, queries: Sequence[LabTestQuery]) -> list[MappingResult]:
+        norms = [self.normalise(q) for q in queries]
+        texts = list(dict.fromkeys(n.expanded for n in norms if n.is_test and n.expanded))
+        self._gather_evidence(texts)
+        return [self._decide(q, n) for q, n in zip(queries, norms, strict=True)]
+
+    # -- retrieval -----------------------------------------------------------------------------
+
+    def _gather_evidence(self, texts: list[str]) -> None:
+        missing = [t for t in texts if t not in self._evidence]
+        if not missing:
+            for t in texts:
+                self._evidence.move_to_end(t)
+            return
+        to_embed = [t for t in missing if t not in self._query_vectors]
+        if to_embed:
+            vectors = self.encoder.encode(to_embed)  # one forward pass for the batch's new names
+            for text, vector in zip(to_embed, vectors, strict=True):
+                self._remember(self._query_vectors, text, vector)
+        q = np.stack([self._query_vectors[t] for t in missing]) if missing else None
+        emb_scores = q @ self.embeddings.T if len(self.embeddings) else np.zeros((len(missing), 0), np.float32)
+        lex_scores = self._lexical_scores(missing)
+        n = len(self.reference)
+        k = min(TOP_K, n)
+        for row, text in enumerate(missing):
+            e = emb_scores[row]
+            lx = lex_scores[row]
+            top_e = np.argpartition(-e, k - 1)[:k] if k else []
+            top_l = np.argpartition(-lx, k - 1)[:k] if k else []
+            exact = set(self._exact.get(text, ()))
+            synonym = set(self._synonym_terms.get(text, ()))
+            ids = set(map(int, top_e)) | set(map(int, top_l)) | exact | synonym
+            evidence = _Evidence({i: float(lx[i]) for i in ids}, {i: float(e[i]) for i in ids}, exact, synonym)
+            self._remember(self._evidence, text, evidence)
+
+    def _lexical_scores(self, texts: list[str]) -> np.ndarray:
+        from rapidfuzz import fuzz, process
+
+        n = len(self.reference)
+        if not self._alias_texts:
+            return np.zeros((len(texts), n), np.float32)
+        token_set = process.cdist(texts, self._alias_texts, scorer=fuzz.token_set_ratio, dtype=np.uint8, workers=1)
+        token_sort = process.cdist(texts, self._alias_texts, scorer=fuzz.token_sort_ratio, dtype=np.uint8, workers=1)
+        per_alias = (0.5 * token_set.astype(np.float32) + 0.5 * token_sort.astype(np.float32)) / 100.0
+        starts = np.minimum(self._alias_starts, len(self._alias_texts) - 1)
+        per_entry = np.maximum.reduceat(per_alias, starts, axis=1)
+        per_entry[:, ~self._has_alias] = 0.0
+        return per_entry
+
+    # -- re-ranking and decision ---------------------------------------------------------------
+
+    def _adjustment(self, entry: ReferenceEntry, norm: NormalisedName, query: LabTestQuery,
+                    uclass: str | None, unit_norm: str, qualitative: bool | None) -> float:
+        adj = 0.0
+        prop = entry.property
+        scale = entry.scale.lower()
+        if uclass:
+            allowed = UNIT_CLASS_PROPERTIES.get(uclass, frozenset())
+            if prop in allowed:
+                adj += 0.10
+                if unit_norm and unit_norm in {normalise_unit(u) for u in entry.units}:
+                    adj += 0.04
+            else:
+                adj -= 0.35
+            if scale and scale != "qn":
+                adj -= 0.08
+        else:
+            if qualitative is True:
+                adj += 0.06 if scale in ("ord", "nom", "ordqn", "nar") else -0.08
+            elif qualitative is False:
+                adj += 0.0 if scale == "qn" else -0.05
+            adj += {"MCnc": 0.02, "NFr": 0.02, "SCnc": 0.01, "CCnc": 0.01, "ACnc": 0.01}.get(prop, 0.0)
+        if norm.absolute is True:
+            adj += 0.08 if prop in ("NCnc", "Num") else (-0.10 if prop in ("NFr",) else 0.0)
+        elif norm.absolute is False:
+            adj += 0.08 if prop in ("NFr", "MFr", "VFr") else (-0.10 if prop in ("NCnc",) else 0.0)
+        # specimen
+        group = system_group(entry.system)
+        wanted = norm.specimen
+        if wanted in (None, "blood", "serum", "arterial"):
+            if group in ("blood", "arterial"):
+                adj += 0.02 if (wanted == "arterial") == (group == "arterial") else 0.0
+            else:
+                adj -= 0.25
+        elif wanted == "fluid":
+            adj += 0.03 if group in ("fluid", "pleural", "peritoneal", "synovial") else (
+                -0.10 if group == "blood" else -0.25)
+        else:
+            adj += 0.05 if group == wanted else (-0.08 if group == "fluid" and wanted in (
+                "pleural", "peritoneal", "synovial") else -0.28)
+        timed = "24 hour" in entry.long_common_name.lower() or "24H" in entry.long_common_name
+        if norm.timed_24h:
+            adj += 0.10 if timed else -0.06
+        elif timed:
+            adj -= 0.10
+        return adj
+
+    def _decide(self, query: LabTestQuery, norm: NormalisedName) -> MappingResult:
+        if not norm.is_test or not norm.expanded:
+            return MappingResult(category=OTHERS, loinc_code=None, loinc_name=None, confidence=0.0,
+                                 match_method="none", candidates=(), needs_review=False)
+        evidence = self._evidence[norm.expanded]
+        uclass = unit_class(query.unit)
+        unit_norm = normalise_unit(query.unit)
+        qualitative = is_qualitative_value(query.value)
+        scored: list[tuple[float, int, str, bool]] = []
+        for i in evidence.lexical:
+            entry = self.reference.entries[i]
+            lex = evidence.lexical[i]
+            emb = evidence.embedding[i]
+            base = 0.45 * lex + 0.55 * max(emb, 0.0)
+            direct = i in evidence.exact or i in evidence.synonym
+            if direct:
+                base += 0.30
+            method = ("exact" if i in evidence.exact and norm.text == norm.expanded else "synonym") if direct else (
+                "lexical" if lex >= emb else "embedding")
+            score = base + self._adjustment(entry, norm, query, uclass, unit_norm, qualitative)
+            scored.append((score, i, method, direct))
+        if not scored:
+            return MappingResult(OTHERS, None, None, 0.0, "none", (), True)
+        scored.sort(key=lambda s: (-s[0], s[1]))
+        best_score, best_i, method, direct = scored[0]
+        runner_up = scored[1][0] if len(scored) > 1 else 0.0
+        margin = max(0.0, best_score - runner_up)
+        confidence = self.calibration.confidence(best_score, margin, direct)
+        candidates = tuple(self.reference.entries[i].code for _, i, _, _ in scored[:5])
+        best = self.reference.entries[best_i]
+        if confidence >= self.calibration.threshold:
+            return MappingResult(best.category, best.code, best.long_common_name, round(confidence, 4), method,
+                                 candidates, needs_review=False)
+        category = best.category if best_score >= self.calibration.category_floor else OTHERS
+        return MappingResult(category if category in CATEGORIES else OTHERS, None, None, round(confidence, 4),
+                             "none", candidates, needs_review=True)
+
+    @staticmethod
+    def _remember(cache: OrderedDict, key, value) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > QUERY_CACHE_SIZE:
+            cache.popitem(last=False)
+
+
+# ---- the on-disk embedding index ---------------------------------------------------------------
+
+def index_key(reference: Reference, model_name: str) -> str:
+    digest = hashlib.sha256()
+    for part in (RECIPE_VERSION, model_identity(model_name), reference.version):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    for entry in reference.entries:
+        digest.update(entry_embedding_text(entry).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def index_path(reference: Reference, model_name: str, index_dir: str | Path) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_label(model_name))
+    return Path(index_dir) / f"{slug}-{index_key(reference, model_name)}.npy"
+
+
+def load_or_build_index(reference: Reference, encoder, model_name: str, index_dir: str | Path,
+                        progress: bool = False) -> np.ndarray:
+    """The reference's embeddings: read from ``index_dir`` if a matching file exists, else computed and stored."""
+    path = index_path(reference, model_name, index_dir)
+    if path.is_file():
+        array = np.load(path)
+        if array.shape[0] == len(reference):
+            return array.astype(np.float32, copy=False)
+    texts = [entry_embedding_text(e) for e in reference.entries]
+    if not texts:
+        return np.zeros((0, 1), np.float32)
+    if progress and hasattr(encoder, "model"):
+        vectors = np.asarray(encoder.model.encode(texts, batch_size=64, convert_to_numpy=True,
+                                                  normalize_embeddings=True, show_progress_bar=True), np.float32)
+    else:
+        vectors = encoder.encode(texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    meta = {"model": model_label(model_name), "model_identity": model_identity(model_name),
+            "reference_version": reference.version, "entries": len(reference), "dim": int(vectors.shape[1])}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return vectors

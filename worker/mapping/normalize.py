@@ -1,0 +1,300 @@
+"""Normalise test names and units the way lab reports write them.
+
+The knowledge (abbreviations, local terms, British spellings, method words, non-test phrases)
+lives in ``data/lexicon.csv``; this module only applies it. Everything here is cheap: no torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+LEXICON_PATH = DATA_DIR / "lexicon.csv"
+
+STOPWORDS = frozenset({"of", "the", "for", "in", "on", "and", "a", "an", "to", "by", "with", "s", "is", "at", "type"})
+
+# Specimen words -> the specimen they denote. Matched as whole words/phrases.
+SPECIMEN_PHRASES: tuple[tuple[str, str], ...] = (
+    ("cerebrospinal fluid", "csf"), ("csf", "csf"),
+    ("pleural fluid", "pleural"), ("ascitic fluid", "peritoneal"), ("peritoneal fluid", "peritoneal"),
+    ("ascites", "peritoneal"), ("synovial fluid", "synovial"), ("joint fluid", "synovial"),
+    ("body fluid", "fluid"), ("fluid", "fluid"),
+    ("urine", "urine"), ("urinary", "urine"), ("urin", "urine"),
+    ("stool", "stool"), ("stools", "stool"), ("feces", "stool"), ("fecal", "stool"), ("motion", "stool"),
+    ("whole blood", "blood"), ("venous blood", "blood"), ("arterial blood", "arterial"), ("arterial", "arterial"),
+    ("capillary blood", "blood"),
+)
+# Words removed anywhere (they name the specimen, not the analyte).
+SERUM_WORDS = ("serum", "plasma", "sr", "ser", "ser/plas")
+# Phrases in which "blood" is part of the analyte and must stay.
+BLOOD_PROTECTED = ("occult blood", "red blood", "white blood", "blood group", "blood grouping", "blood cells")
+
+TIMED_24H = re.compile(r"\b(?:24|twenty four)\s*-?\s*(?:h|hr|hrs|hour|hours)\b")
+PAGE_PATTERN = re.compile(r"^\s*page\s*\d+(\s*(of|/)\s*\d+)?\s*$")
+FOOTNOTE_CHARS = re.compile(r"[\*†‡§¶#¹²³⁴⁵⁶⁷⁸⁹⁰^~@!?]")
+NON_WORD = re.compile(r"[^a-z0-9+/ ]+")
+SPACES = re.compile(r"\s+")
+QUALITATIVE_VALUES = re.compile(
+    r"^\s*(pos|positive|neg|negative|reactive|non[\s-]*reactive|nil|absent|present|trace|detected|not detected|"
+    r"normal|abnormal|seen|not seen|occasional|few|plenty|clear|turbid|hazy|pale yellow|yellow|straw|amber|"
+    r"[+]{1,4}|[0-9]\+|o positive|a positive|b positive|ab positive|o negative|a negative|b negative|ab negative|"
+    r"rh positive|rh negative)\s*$")
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    spellings: dict[str, str]
+    methods: dict[str, str]
+    abbreviations: dict[str, str]
+    non_tests: frozenset[str]
+
+    @classmethod
+    def load(cls, path: str | Path = LEXICON_PATH) -> Lexicon:
+        kinds: dict[str, dict[str, str]] = {"spelling": {}, "method": {}, "abbreviation": {}, "non_test": {}}
+        with open(path, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                term = basic_clean(row["term"])
+                if term and row["kind"] in kinds:
+                    kinds[row["kind"]][term] = basic_clean(row.get("replacement") or "")
+        return cls(kinds["spelling"], kinds["method"], kinds["abbreviation"], frozenset(kinds["non_test"]))
+
+
+@lru_cache(maxsize=1)
+def default_lexicon() -> Lexicon:
+    return Lexicon.load()
+
+
+def basic_clean(text: str) -> str:
+    """Lower-case, fold accents, drop footnote marks and punctuation (keep + and /), squeeze spaces."""
+    text = unicodedata.normalize("NFKD", text or "")
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    # dotted initialisms: "M.C.V." -> "mcv", "E.S.R." -> "esr" (but not "S. Typhi")
+    text = re.sub(r"(?<![a-z])((?:[a-z]\.\s?){2,})", lambda m: m.group(1).replace(".", "").replace(" ", "") + " ", text)
+    text = re.sub(r"(?<=\d)\+(?=\d)", " plus ", text).replace("+", " ").replace(" plus ", "+")
+    text = text.replace("µ", "u").replace("μ", "u")
+    text = FOOTNOTE_CHARS.sub(" ", text)
+    text = text.replace("&", " and ").replace("'", "").replace("’", "")
+    text = NON_WORD.sub(" ", text)
+    text = re.sub(r"\s*/\s*", "/", text)
+    text = re.sub(r"(?<![a-z0-9])/|/(?![a-z0-9])", " ", text)
+    return SPACES.sub(" ", text).strip()
+
+
+def _phrase_sub(text: str, mapping: dict[str, str]) -> str:
+    """Replace whole-word phrases, longest first, in one pass (a replacement is not re-replaced)."""
+    if not text or not mapping:
+        return text
+    pattern = _compiled(tuple(sorted(mapping, key=len, reverse=True)))
+    return SPACES.sub(" ", pattern.sub(lambda m: mapping[m.group(0)], text)).strip()
+
+
+@lru_cache(maxsize=64)
+def _compiled(terms: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(t) for t in terms) + r")(?![a-z0-9])")
+
+
+@dataclass(frozen=True)
+class NormalisedName:
+    raw: str
+    cleaned: str  # lower-case, punctuation-free, spelling-fixed; specimen words still in
+    text: str  # analyte words only: specimen words, prefixes and method words removed
+    expanded: str  # ``text`` with abbreviations expanded: what retrieval sees
+    specimen: str | None  # blood, serum, urine, stool, csf, pleural, peritoneal, synovial, fluid, arterial
+    timed_24h: bool
+    absolute: bool | None  # True: name says absolute/#; False: name says % ; None: silent
+    is_test: bool
+
+
+def is_non_test(cleaned: str, lexicon: Lexicon) -> bool:
+    if not cleaned or not re.search(r"[a-z]", cleaned):
+        return True
+    if PAGE_PATTERN.match(cleaned) or cleaned in lexicon.non_tests:
+        return True
+    words = [w for w in re.split(r"[ /]", cleaned) if w and w not in STOPWORDS and not w.isdigit()]
+    return bool(words) and all(w in lexicon.non_tests for w in words)
+
+
+def _strip_specimen(text: str) -> tuple[str, str | None]:
+    specimen: str | None = None
+    for phrase, name in SPECIMEN_PHRASES:
+        pattern = re.compile(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])")
+        if pattern.search(text):
+            stripped = SPACES.sub(" ", pattern.sub(" ", text)).strip()
+            if stripped:
+                specimen = specimen or name
+                text = stripped
+    for word in SERUM_WORDS:
+        pattern = re.compile(rf"(?<![a-z0-9/]){re.escape(word)}(?![a-z0-9/])")
+        if pattern.search(text):
+            stripped = SPACES.sub(" ", pattern.sub(" ", text)).strip()
+            if stripped:
+                specimen = specimen or "serum"
+                text = stripped
+    if not any(p in text for p in BLOOD_PROTECTED):
+        # "blood" as a leading prefix or a trailing specimen word: "Blood Urea", "Urea Nitrogen, Blood"
+        stripped = re.sub(r"^blood\s+|\s+blood$", " ", text).strip()
+        if stripped and stripped != text:
+            specimen = specimen or "blood"
+            text = stripped
+    # "S. Creatinine", "Sr. Iron", "U. Albumin": one-letter specimen prefixes (dots already gone)
+    match = re.match(r"^(s|u|p)\s+(?=[a-z]{3})", text)
+    if match:
+        specimen = specimen or {"s": "serum", "u": "urine", "p": "serum"}[match.group(1)]
+        text = text[match.end():]
+    return text, specimen
+
+
+def _flag_absolute(raw: str, cleaned: str) -> bool | None:
+    low = raw.lower()
+    if re.search(r"\babs\b|\babsolute\b|#", low) or re.search(r"\bcount\b", cleaned) and re.search(
+            r"neutro|lympho|mono|eosino|baso|polymorph", cleaned):
+        return True
+    if "%" in low or re.search(r"\bpercent(age)?\b", low):
+        return False
+    return None
+
+
+def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | None = None,
+                   vocabulary: SpellingCorrector | None = None) -> NormalisedName:
+    lexicon = lexicon or default_lexicon()
+    cleaned = basic_clean(raw)
+    cleaned = _phrase_sub(cleaned, lexicon.spellings)
+    if vocabulary is not None:
+        cleaned = vocabulary.correct(cleaned)
+    if is_non_test(cleaned, lexicon):
+        return NormalisedName(raw, cleaned, "", "", None, False, None, False)
+    absolute = _flag_absolute(raw, cleaned)
+    timed = bool(TIMED_24H.search(cleaned))
+    text = TIMED_24H.sub(" ", cleaned)
+    text = re.sub(r"\b(?:absolute|abs|count|percent|percentage|number|no)\b", " ", text) if absolute is not None \
+        else text
+    text, found_specimen = _strip_specimen(SPACES.sub(" ", text).strip())
+    if specimen:
+        spec_clean = basic_clean(specimen)
+        stripped, given = _strip_specimen(spec_clean + " x")
+        found_specimen = given or ("blood" if "blood" in spec_clean else found_specimen)
+    methods = {k: v for k, v in lexicon.methods.items()}
+    stripped = _phrase_sub(text, methods)
+    text = stripped if stripped.strip() else text
+    text = re.sub(r"\b(?:spot|random)\b", " ", text) if found_specimen == "urine" else text
+    text = re.sub(rf"^(?:(?:{'|'.join(STOPWORDS)})\s+)+|(?:\s+(?:{'|'.join(STOPWORDS)}))+$", "", text.strip())
+    text = SPACES.sub(" ", text).strip() or cleaned
+    expanded = _phrase_sub(text, lexicon.abbreviations)
+    expanded = " ".join(dict.fromkeys(expanded.split()))  # "ph ph" -> "ph"
+    return NormalisedName(raw, cleaned, text, expanded, found_specimen, timed, absolute, True)
+
+
+class SpellingCorrector:
+    """Fix misspelt words against the reference vocabulary with rapidfuzz (OSA edit distance)."""
+
+    def __init__(self, vocabulary: Iterable[str]):
+        self.vocabulary = sorted({w for w in vocabulary if len(w) >= 4 and w.isalpha()})
+        self._known = set(self.vocabulary)
+        self._cache: dict[str, str] = {}
+
+    def correct_word(self, word: str) -> str:
+        if len(word) < 5 or not word.isalpha() or word in self._known:
+            return word
+        if word not in self._cache:
+            from rapidfuzz import process
+            from rapidfuzz.distance import OSA
+
+            limit = 1 if len(word) < 8 else 2
+            best = process.extractOne(word, self.vocabulary, scorer=OSA.distance, score_cutoff=limit)
+            self._cache[word] = best[0] if best else word
+        return self._cache[word]
+
+    def correct(self, text: str) -> str:
+        return " ".join(self.correct_word(w) for w in text.split(" "))
+
+
+# ---- units -------------------------------------------------------------------------------------
+
+def normalise_unit(unit: str | None) -> str:
+    if not unit:
+        return ""
+    u = unicodedata.normalize("NFKC", unit).strip().lower()
+    u = u.replace("µ", "u").replace("μ", "u").replace("mcg", "ug").replace("³", "3").replace("⁹", "9")
+    u = re.sub(r"\(calc\.?\)|\(calculated\)|calc\.?$|\bfeu\b|\bddu\b", " ", u)
+    u = re.sub(r"\s+", "", u)
+    u = u.replace("gms", "g").replace("gm", "g").replace("cumm", "ul").replace("cu.mm", "ul").replace("mm3", "ul")
+    u = u.replace("cmm", "ul").replace("microl", "ul").replace("mcl", "ul").replace("^", "*").replace("x10", "10")
+    u = re.sub(r"^(?:thou|k|thousand|th)/", "10*3/", u)
+    u = re.sub(r"^(?:mill|million|mil|m)/", "10*6/", u)
+    u = re.sub(r"^lakhs?/", "10*5/", u)
+    u = re.sub(r"^10e(\d+)", r"10*\1", u)
+    u = re.sub(r"^10(\d)/", r"10*\1/", u)
+    u = u.replace("/hr", "/h").replace("/1sthr", "/h").replace("/1sth", "/h").replace("hrs", "h")
+    u = u.replace("iu/", "[iu]/").replace("[[iu]]", "[iu]").replace("u[iu]", "u[iu]")
+    u = u.strip("() ")
+    return u
+
+
+_UNIT_RULES: tuple[tuple[str, str], ...] = (
+    (r"^%$|^percent", "percent"),
+    (r"ml/min", "rate"),
+    (r"/(24h|day|d|24hours)$", "excretion"),
+    (r"/(hpf|lpf)$|^/?(hpf|lpf)$", "field"),
+    (r"^mm/h", "velocity"),
+    (r"^(sec|s|secs|seconds|second|min|mins|minutes)$", "time"),
+    (r"^fl$|^(um)\*?3$", "entvol"),
+    (r"^pg$|^pg/cell$", "entmass"),
+    (r"^ratio$|^index$|^inr$|^mg/g$|^mg/mmol$|^mg/gcreat|^ug/mg|^g/g$", "ratio"),
+    (r"titer|titre|^1:", "titer"),
+    (r"mosm", "osmol"),
+    (r"mmhg", "pressure"),
+    (r"^10\*\d+/|^/ul$|^/l$|^cells/|^/nl$|^/mm|^#/|^count", "count"),
+    (r"mol/|eq/", "molar"),
+    (r"^(n|u|m|k)?(\[iu\]|u)/|^u/l$|^iu/", "activity"),
+    (r"^(k|m|u|n|p|f)?g/|^g%|^mg%", "mass"),
+    (r"^ml$|^l$", "volume"),
+)
+
+# Which LOINC properties a unit class is compatible with.
+UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
+    "percent": frozenset({"NFr", "MFr", "VFr", "SFr", "CFr", "Fr", "NFR", "RelRto"}),
+    "mass": frozenset({"MCnc", "MCncDiff", "MCncSq", "MRto"}),
+    "molar": frozenset({"SCnc", "SCncDiff", "Osmol", "SRto"}),
+    "count": frozenset({"NCnc", "Num"}),
+    "activity": frozenset({"CCnc", "ACnc", "CAct", "CCncDiff", "EntCat", "AVol", "Titr", "ACncDiff"}),
+    "ratio": frozenset({"Ratio", "MRto", "SRto", "RelRto", "MFr", "NRto", "Rden", "RelTime", "VRto", "INR"}),
+    "time": frozenset({"Time", "RelTime"}),
+    "entvol": frozenset({"EntVol"}),
+    "entmass": frozenset({"EntMass", "EntMCnc"}),
+    "velocity": frozenset({"Vel"}),
+    "rate": frozenset({"VRat", "ArVRat", "VRatDiff"}),
+    "excretion": frozenset({"MRat", "SRat", "CRat", "NRat", "VRat"}),
+    "field": frozenset({"Naric", "NFld", "NCnc", "Num", "PrThr", "Prid"}),
+    "titer": frozenset({"Titr", "ACnc", "PrThr"}),
+    "osmol": frozenset({"Osmol", "SCnc"}),
+    "pressure": frozenset({"PPres"}),
+    "volume": frozenset({"Vol"}),
+}
+
+
+def unit_class(unit: str | None) -> str | None:
+    u = normalise_unit(unit)
+    if not u:
+        return None
+    for pattern, name in _UNIT_RULES:
+        if re.search(pattern, u):
+            return name
+    return None
+
+
+def is_qualitative_value(value: str | None) -> bool | None:
+    """True for 'Positive'/'Nil'/'+', False for numbers, None when silent."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip().lower()
+    if QUALITATIVE_VALUES.match(text):
+        return True
+    if re.match(r"^[<>]?=?\s*-?\d+(\.\d+)?\s*$", text):
+        return False
+    return None
