@@ -17,8 +17,9 @@ _SUFFIX = ".json"
 def sample_names() -> list[str]:
     """Names of the bundled samples (file names without ``.json``), sorted."""
     root = resources.files(__name__)
-    return sorted(entry.name[: -len(_SUFFIX)] for entry in root.iterdir()
-                  if entry.is_file() and entry.name.endswith(_SUFFIX))
+    return sorted(
+        entry.name[: -len(_SUFFIX)] for entry in root.iterdir() if entry.is_file() and entry.name.endswith(_SUFFIX)
+    )
 
 
 def load_sample(name: str) -> list[dict]:
