@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from worker import commands
+from worker import bench, commands
 from worker.mapping import cli as mapping_cli
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ def run(ctx: typer.Context) -> None:
 
 mapping_cli.register(app)
 commands.register(app)
+bench.register(app)
 
 
 def main() -> None:

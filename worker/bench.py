@@ -1,0 +1,505 @@
+"""`python -m worker bench`: throughput, latency, start-up and memory through the real path.
+
+A fixed, seeded workload of realistic reports (the bundled samples) goes through a moto SQS
+server, a ``python -m worker`` process with the packaged model, and SQLite (default) or the
+PostgreSQL database given with ``--database-url``:
+
+- start-up: from spawning the worker to the first job (already waiting in the queue) done;
+- cold: every test name is new (empty mapping memory, names never seen by the process);
+- warm: the same reports again (new jobs, names seen before);
+- p50/p95 job latency from send to done (the warm run's: the steady state);
+- peak RSS of the worker process (and any children), sampled throughout;
+
+then the same cold workload through a naive baseline in this process, the way the app's old
+worker did it: one message per receive, one test at a time, one embedding call per test, cosine
+against the engine's reference embeddings, no memory. ``speedup_vs_baseline`` is warm
+throughput over baseline throughput.
+
+``--biobert-shaped`` swaps the packaged model for a BERT-base with random weights (BertConfig
+defaults, mean pooling; built locally, nothing downloaded): the production model's size, for the
+memory figure. ``--profile FILE`` runs the worker under cProfile and prints where time goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JSON_KEYS = ("cold_tests_per_s", "warm_tests_per_s", "p50_job_latency_s", "p95_job_latency_s", "startup_s",
+             "peak_rss_mb", "baseline_tests_per_s", "speedup_vs_baseline")
+
+
+def note(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the workload
+
+
+def bench_workload(jobs: int, seed: int) -> list[list[dict]]:
+    """``jobs`` reports, each one bundled sample panel chosen by a seeded generator.
+
+    Every test name carries the report's own analyser code (``"HAEMOGLOBIN (Hb) [A0417-03]"``),
+    as some laboratory systems print them, so every name of the workload is new to the mapping
+    memory and to the engine's in-process caches: the cold run embeds every test. The warm run
+    sends the same reports again.
+    """
+    from worker.sample_jobs import load_sample, sample_names
+
+    rng = random.Random(seed)
+    panels = [load_sample(name) for name in sample_names() if name != "guide_sample"]
+    reports = []
+    for job in range(jobs):
+        panel = rng.choice(panels)
+        tests = []
+        for index, test in enumerate(panel):
+            tests.append({**test, "test_name": f"{test['test_name']} [A{job:04d}-{index:02d}]"})
+        reports.append(tests)
+    return reports
+
+
+# --------------------------------------------------------------------------------------------
+# the BioBERT-shaped model
+
+
+def build_biobert_shaped(directory: Path, seed: int = 0) -> str:
+    """A SentenceTransformer directory: BERT-base (BertConfig defaults) with random weights, mean pooling.
+
+    The tokenizer is the packaged model's (bert-base-uncased's vocabulary, 30,522 tokens, the
+    BertConfig default). Nothing is downloaded.
+    """
+    try:  # the engine's own builder, if it provides one
+        from worker.mapping.benchmark import build_biobert_shaped as engine_builder  # type: ignore
+    except ImportError:
+        engine_builder = None
+    if engine_builder is not None:
+        return str(engine_builder(directory))
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from worker.mapping.model import packaged_model_dir
+
+    target = directory / "biobert-shaped"
+    if (target / "modules.json").exists():
+        return str(target)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.manual_seed(seed)
+    bert_dir = directory / "bert-base-random"
+    BertModel(BertConfig()).save_pretrained(bert_dir)
+    AutoTokenizer.from_pretrained(packaged_model_dir()).save_pretrained(bert_dir)
+    transformer = models.Transformer(str(bert_dir), max_seq_length=128)
+    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(target))
+    shutil.rmtree(bert_dir, ignore_errors=True)
+    return str(target)
+
+
+# --------------------------------------------------------------------------------------------
+# measuring the worker process
+
+
+class RssMonitor:
+    """Samples the RSS of a process and its children until stopped; keeps the peak of the sum."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
+
+    def start(self) -> RssMonitor:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                total = self.process.memory_info().rss
+                for child in self.process.children(recursive=True):
+                    try:
+                        total += child.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                return
+            self._stop.wait(self.interval)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak / (1024 * 1024)
+
+
+def _as_epoch(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; the store writes UTC
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def completion_times(engine, job_ids: set[str]) -> dict[str, float]:
+    """completed_at (epoch seconds) of the given jobs that are done."""
+    import sqlalchemy
+
+    with engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.text(
+            "select job_id, completed_at from lab_jobs where status = 'done'")).all()
+    return {job_id: _as_epoch(done) for job_id, done in rows if job_id in job_ids and done is not None}
+
+
+def send_jobs(sqs, queue_url: str, reports: list[list[dict]], user_id: int = 77, first_document: int = 1) \
+        -> dict[str, tuple[float, int]]:
+    """Send one job per report, 10 per SendMessageBatch call; returns job id -> (send time, tests)."""
+    from worker.contract import new_job
+
+    sent: dict[str, tuple[float, int]] = {}
+    jobs = [new_job(user_id, first_document + i, tests) for i, tests in enumerate(reports)]
+    for start in range(0, len(jobs), 10):
+        chunk = jobs[start:start + 10]
+        entries = [{"Id": str(i), "MessageBody": job.to_body(), "MessageAttributes": job.message_attributes()}
+                   for i, job in enumerate(chunk)]
+        now = time.time()
+        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        if response.get("Failed"):
+            raise RuntimeError(f"SendMessageBatch failed: {response['Failed']}")
+        for job in chunk:
+            sent[job.job_id] = (now, len(job.tests))
+    return sent
+
+
+@dataclass
+class RunFigures:
+    tests: int
+    jobs: int
+    wall_s: float
+    tests_per_s: float
+    latencies: list[float] = field(default_factory=list)
+    done: dict[str, float] = field(default_factory=dict)
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        if len(ordered) == 1:
+            return ordered[0]
+        return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
+
+
+def wait_for_jobs(engine, sent: dict[str, tuple[float, int]], timeout: float,
+                  worker: subprocess.Popen | None = None) -> RunFigures:
+    """Poll the database until every sent job is done; figures from send and completion times."""
+    wanted = set(sent)
+    deadline = time.monotonic() + timeout
+    done: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        done = completion_times(engine, wanted)
+        if len(done) == len(wanted):
+            break
+        if worker is not None and worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.returncode} before the run finished")
+        time.sleep(0.05)
+    else:
+        raise TimeoutError(f"{len(wanted) - len(done)} of {len(wanted)} jobs not done within {timeout:.0f} s")
+    first_send = min(when for when, _ in sent.values())
+    last_done = max(done.values())
+    tests = sum(count for _, count in sent.values())
+    wall = max(1e-6, last_done - first_send)
+    latencies = [max(0.0, done[job] - sent[job][0]) for job in wanted]
+    return RunFigures(tests=tests, jobs=len(wanted), wall_s=wall, tests_per_s=tests / wall, latencies=latencies,
+                      done=done)
+
+
+# --------------------------------------------------------------------------------------------
+# the naive baseline (the app's old worker)
+
+
+def run_baseline(engine_, store, sqs, queue_url: str, timeout: float) -> RunFigures:
+    """One message per receive, one test at a time, one embedding call per test, no memory.
+
+    Built from the engine's model and reference embeddings (the engine itself batches and
+    caches, which is exactly what the baseline must not do); results are written through the
+    store like the worker's, one transaction per job.
+    """
+    import numpy as np
+
+    from worker.contract import decode_job
+    from worker.store import repository
+
+    model = engine_.encoder.model
+    embeddings = engine_.embeddings
+    entries = engine_.reference.entries
+    version = f"baseline+{engine_.model_version}"
+    tests = jobs = 0
+    began = time.monotonic()
+    deadline = began + timeout
+    idle = 0
+    while time.monotonic() < deadline and idle < 2:
+        response = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=0,
+                                       MessageAttributeNames=["All"], AttributeNames=["All"])
+        messages = response.get("Messages", [])
+        if not messages:
+            idle += 1
+            continue
+        idle = 0
+        message = messages[0]
+        job = decode_job(message["Body"], message["MessageId"])
+        row = repository.JobRow(job.job_id, message["MessageId"], job.user_id, job.document_id, job.priority,
+                                len(job.tests))
+        repository.claim_jobs(store, [row])
+        results = []
+        for index, test in enumerate(job.tests):
+            vector = model.encode([test.test_name], convert_to_numpy=True, normalize_embeddings=True,
+                                  show_progress_bar=False)[0]
+            scores = embeddings @ np.asarray(vector, dtype=np.float32)
+            best = int(np.argmax(scores))
+            entry = entries[best]
+            results.append(repository.ResultRow(index, test.test_name, test.test_value, test.test_unit,
+                                                entry.category, entry.code, entry.long_common_name,
+                                                float(scores[best]), "embedding", False, version))
+        repository.complete_job(store, row, results)
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        tests += len(results)
+        jobs += 1
+    wall = max(1e-6, time.monotonic() - began)
+    return RunFigures(tests=tests, jobs=jobs, wall_s=wall, tests_per_s=tests / wall)
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class BenchConfig:
+    jobs: int = 60
+    seed: int = 7
+    database_url: str | None = None
+    biobert_shaped: bool = False
+    profile: Path | None = None
+    timeout: float = 900
+    baseline: bool = True
+
+
+def worker_env(endpoint: str, queue_url: str, database_url: str, model: str, index_dir: str | None,
+               work_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in list(env):
+        if key.startswith(("ML_WORKER_", "POSTGRES_")) or key in ("AWS_PROFILE", "ECS_AGENT_URI"):
+            env.pop(key)
+    env.update({
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+        "ML_WORKER_SQS_QUEUE_URL": queue_url,
+        "ML_WORKER_WAIT_TIME": "2",
+        "ML_WORKER_VISIBILITY_TIMEOUT": "120",
+        "ML_WORKER_SHUTDOWN_DEADLINE": "30",
+        "ML_WORKER_HEALTH_FILE": str(work_dir / "health"),
+        "ML_WORKER_MODEL": model,
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if index_dir:
+        env["ML_WORKER_INDEX_DIR"] = index_dir
+    return env
+
+
+def print_profile(path: Path, limit: int = 25) -> None:
+    import io
+    import pstats
+
+    for order in ("tottime", "cumulative"):
+        stream = io.StringIO()
+        pstats.Stats(str(path), stream=stream).strip_dirs().sort_stats(order).print_stats(limit)
+        print(f"--- worker profile, top {limit} by {order} ---", file=sys.stderr)
+        print(stream.getvalue(), file=sys.stderr)
+
+
+def run_bench(config: BenchConfig) -> dict:
+    import boto3
+    import sqlalchemy
+
+    from worker.loadtest import MotoServer, stop_process
+    from worker.mapping.engine import MappingEngine
+    from worker.mapping.model import packaged_model_dir
+    from worker.store.db import make_engine, upgrade
+
+    figures: dict = {}
+    with ExitStack() as cleanup:
+        work_dir = Path(tempfile.mkdtemp(prefix="mlw-bench-"))
+        cleanup.callback(shutil.rmtree, work_dir, True)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+        # The model and its reference index, built here first, as the image bakes them in.
+        index_dir = None
+        if config.biobert_shaped:
+            note("building the BioBERT-shaped model (BERT-base, random weights)")
+            model = build_biobert_shaped(work_dir)
+            index_dir = str(work_dir / "index")
+        else:
+            model = os.environ.get("ML_WORKER_MODEL") or packaged_model_dir()
+            index_dir = os.environ.get("ML_WORKER_INDEX_DIR")
+        began = time.monotonic()
+        engine_ = MappingEngine.load(model, index_dir)
+        note(f"engine ready in {time.monotonic() - began:.1f} s ({len(engine_.reference)} reference entries, "
+             f"model {engine_.model_version})")
+
+        database_url = config.database_url or f"sqlite:///{work_dir / 'bench.db'}"
+        store = make_engine(database_url)
+        cleanup.callback(store.dispose)
+        upgrade(store)
+        with store.connect() as connection:
+            remembered = connection.execute(sqlalchemy.text("select count(*) from lab_test_mappings")).scalar()
+        if remembered:
+            note(f"warning: the mapping memory already holds {remembered} rows; the workload's names are new "
+                 "all the same")
+
+        moto = MotoServer(work_dir / "moto.log")
+        moto.start()
+        cleanup.callback(moto.stop)
+        sqs = boto3.client("sqs", endpoint_url=moto.endpoint, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        queue_url = sqs.create_queue(QueueName="ml-worker-bench", Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
+        baseline_url = sqs.create_queue(QueueName="ml-worker-bench-baseline",
+                                        Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
+
+        reports = bench_workload(config.jobs, config.seed)
+        tests = sum(len(r) for r in reports)
+        note(f"workload: {len(reports)} jobs, {tests} tests (seed {config.seed})")
+
+        # Start-up: the first job already waits in the queue when the worker is spawned.
+        from worker.sample_jobs import load_sample
+
+        probe = send_jobs(sqs, queue_url, [load_sample("guide_sample")], user_id=123, first_document=456)
+        env = worker_env(moto.endpoint, queue_url, database_url, model, index_dir, work_dir)
+        command = [sys.executable, "-m", "worker"]
+        if config.profile:
+            command = [sys.executable, "-m", "cProfile", "-o", str(config.profile), "-m", "worker"]
+        log_path = work_dir / "worker.log"
+        spawned = time.time()
+        with open(log_path, "wb") as sink:
+            worker = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        cleanup.callback(stop_process, worker, 60)
+        monitor = RssMonitor(worker.pid).start()
+        try:
+            startup = wait_for_jobs(store, probe, timeout=300, worker=worker)
+            startup_s = max(startup.done.values()) - spawned
+            note(f"start-up to first job done: {startup_s:.2f} s")
+
+            cold_sent = send_jobs(sqs, queue_url, reports, first_document=10_000)
+            cold = wait_for_jobs(store, cold_sent, timeout=config.timeout, worker=worker)
+            note(f"cold: {cold.tests} tests in {cold.wall_s:.2f} s = {cold.tests_per_s:.1f} tests/s")
+
+            warm_sent = send_jobs(sqs, queue_url, reports, first_document=20_000)
+            warm = wait_for_jobs(store, warm_sent, timeout=config.timeout, worker=worker)
+            note(f"warm: {warm.tests} tests in {warm.wall_s:.2f} s = {warm.tests_per_s:.1f} tests/s")
+        except Exception:
+            note(f"worker log tail:\n{log_path.read_text(errors='replace')[-3000:]}")
+            raise
+        finally:
+            code = stop_process(worker, 60)
+            peak_mb = monitor.stop()
+        note(f"worker stopped (exit {code}); peak RSS {peak_mb:.0f} MB")
+        if config.profile:
+            if config.profile.exists():
+                print_profile(config.profile)
+            else:
+                note("no profile written (the worker did not exit through its normal path)")
+
+        baseline = None
+        if config.baseline:
+            send_jobs(sqs, baseline_url, reports, first_document=30_000)
+            baseline = run_baseline(engine_, store, sqs, baseline_url, timeout=config.timeout)
+            note(f"baseline: {baseline.tests} tests in {baseline.wall_s:.2f} s = "
+                 f"{baseline.tests_per_s:.1f} tests/s")
+
+        figures = {
+            "cold_tests_per_s": round(cold.tests_per_s, 2),
+            "warm_tests_per_s": round(warm.tests_per_s, 2),
+            "p50_job_latency_s": round(warm.percentile(50), 4),
+            "p95_job_latency_s": round(warm.percentile(95), 4),
+            "startup_s": round(startup_s, 3),
+            "peak_rss_mb": round(peak_mb, 1),
+            "baseline_tests_per_s": round(baseline.tests_per_s, 2) if baseline else None,
+            "speedup_vs_baseline": round(warm.tests_per_s / baseline.tests_per_s, 2) if baseline else None,
+            # context (not part of the fixed keys above)
+            "cold_p50_job_latency_s": round(cold.percentile(50), 4),
+            "cold_p95_job_latency_s": round(cold.percentile(95), 4),
+            "cold_speedup_vs_baseline": round(cold.tests_per_s / baseline.tests_per_s, 2) if baseline else None,
+            "jobs": len(reports),
+            "tests": tests,
+            "model": "bert-base-random (BioBERT-shaped)" if config.biobert_shaped else engine_.model_version,
+            "database": "postgresql" if database_url.startswith("postgres") else "sqlite",
+            "cpus": os.cpu_count(),
+        }
+    return figures
+
+
+def render(figures: dict) -> str:
+    lines = [
+        f"workload        {figures['jobs']} jobs, {figures['tests']} tests; model {figures['model']}; "
+        f"{figures['database']}; {figures['cpus']} CPUs",
+        f"cold            {figures['cold_tests_per_s']:.1f} tests/s (every name new)",
+        f"warm            {figures['warm_tests_per_s']:.1f} tests/s (names seen before)",
+        f"job latency     p50 {figures['p50_job_latency_s']:.3f} s, p95 {figures['p95_job_latency_s']:.3f} s "
+        f"(warm; cold p50 {figures['cold_p50_job_latency_s']:.3f} s, p95 {figures['cold_p95_job_latency_s']:.3f} s)",
+        f"start-up        {figures['startup_s']:.2f} s to the first message processed",
+        f"peak RSS        {figures['peak_rss_mb']:.0f} MB (worker process and children)",
+    ]
+    if figures.get("baseline_tests_per_s"):
+        lines.append(f"naive baseline  {figures['baseline_tests_per_s']:.1f} tests/s; warm is "
+                     f"{figures['speedup_vs_baseline']:.1f}x, cold {figures['cold_speedup_vs_baseline']:.1f}x")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench(
+        json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        biobert_shaped: Annotated[bool, typer.Option(
+            "--biobert-shaped", help="BERT-base with random weights instead of the packaged model")] = False,
+        jobs: Annotated[int, typer.Option("--jobs", min=1, help="jobs in the workload (one report panel each)")] = 60,
+        seed: Annotated[int, typer.Option("--seed")] = 7,
+        database_url: Annotated[str | None, typer.Option(
+            "--database-url", help="PostgreSQL URL (default: a SQLite file)")] = None,
+        profile: Annotated[Path | None, typer.Option(
+            "--profile", help="run the worker under cProfile and write its stats here")] = None,
+        no_baseline: Annotated[bool, typer.Option("--no-baseline", help="skip the naive baseline")] = False,
+    ) -> None:
+        """Benchmark the worker: cold/warm throughput, latency, start-up, peak RSS, naive baseline."""
+        config = BenchConfig(jobs=jobs, seed=seed, database_url=database_url, biobert_shaped=biobert_shaped,
+                             profile=profile, baseline=not no_baseline)
+        figures = run_bench(config)
+        if json_output:
+            print(json.dumps(figures))
+        else:
+            print(render(figures))
