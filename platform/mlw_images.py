@@ -1,0 +1,98 @@
+"""The two-tier image build: a heavy ML base image and a thin worker image built FROM it.
+
+The base (python slim, CPU-only torch, transformers, sentence-transformers, the sentence model)
+changes rarely; the worker layer (the project's code, the reference index) changes with every
+commit. The worker's build takes the base image's digest-pinned URI as the build argument
+BASE_IMAGE, so a code change rebuilds only the thin layer and a base change rebuilds both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_awsx as awsx
+from mlw_config import Names
+
+# The project root (where Pulumi.yaml, pyproject.toml and images/ live): this file is platform/mlw_images.py.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PLATFORM = "linux/amd64"
+
+
+def build_path(*parts: str) -> str:
+    """A path under the project root, relative to the working directory Pulumi runs the program in.
+
+    Relative, so the image inputs don't change with the checkout's location.
+    """
+    return os.path.relpath(PROJECT_ROOT.joinpath(*parts), Path.cwd())
+
+
+def keep_last_images(count: int) -> str:
+    return json.dumps({
+        "rules": [{
+            "rulePriority": 1,
+            "description": f"keep the last {count} images",
+            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": count},
+            "action": {"type": "expire"},
+        }]
+    })
+
+
+@dataclass(frozen=True)
+class ImagesArgs:
+    names: Names
+    keep_images: int = 10
+
+
+class WorkerImages(pulumi.ComponentResource):
+    """ECR repositories and the two awsx image builds (linux/amd64)."""
+
+    def __init__(self, name: str, args: ImagesArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("zivo:mlworker:Images", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        def repository(resource_name: str, repo_name: str) -> aws.ecr.Repository:
+            repo = aws.ecr.Repository(
+                resource_name,
+                name=repo_name,
+                image_tag_mutability="MUTABLE",
+                image_scanning_configuration={"scan_on_push": True},
+                encryption_configurations=[{"encryption_type": "AES256"}],
+                opts=child,
+            )
+            aws.ecr.LifecyclePolicy(
+                f"{resource_name}-lifecycle",
+                repository=repo.name,
+                policy=keep_last_images(args.keep_images),
+                opts=child,
+            )
+            return repo
+
+        self.base_repository = repository("base-repo", args.names.base_repository)
+        self.worker_repository = repository("worker-repo", args.names.worker_repository)
+
+        self.base = awsx.ecr.Image(
+            "base-image",
+            repository_url=self.base_repository.repository_url,
+            context=build_path("images", "base"),
+            dockerfile=build_path("images", "base", "Dockerfile"),
+            platform=PLATFORM,
+            opts=child,
+        )
+        # The worker's context is the project root (it installs the project); .dockerignore trims it.
+        self.worker = awsx.ecr.Image(
+            "worker-image",
+            repository_url=self.worker_repository.repository_url,
+            context=build_path(),
+            dockerfile=build_path("images", "worker", "Dockerfile"),
+            platform=PLATFORM,
+            args={"BASE_IMAGE": self.base.image_uri},
+            opts=child,
+        )
+        self.base_image_uri: pulumi.Output[str] = self.base.image_uri
+        self.worker_image_uri: pulumi.Output[str] = self.worker.image_uri
+        self.register_outputs({"base_image_uri": self.base_image_uri, "worker_image_uri": self.worker_image_uri})

@@ -1,0 +1,104 @@
+"""The job queues: the main queue (and an optional priority queue) redriving to a DLQ after 3 receives."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+from mlw_config import Names
+
+FOUR_DAYS = 4 * 24 * 3600
+FOURTEEN_DAYS = 14 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class QueuesArgs:
+    names: Names
+    visibility_timeout: int
+    wait_time: int
+    max_receive_count: int
+    priority: bool
+    # Principals allowed to send to the job queues: the API role first, then any operator roles.
+    sender_role_arns: tuple[str, ...]
+
+
+def send_only_policy(queue_arn: str, sender_role_arns: list[str]) -> dict:
+    """A queue policy under which only the listed roles can send (everyone else is denied SendMessage)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AllowSendersOnly",
+                "Effect": "Allow",
+                "Principal": {"AWS": list(sender_role_arns)},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+            },
+            {
+                "Sid": "DenySendFromAnyoneElse",
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": list(sender_role_arns)}},
+            },
+        ],
+    }
+
+
+class WorkerQueues(pulumi.ComponentResource):
+    """Main queue, optional priority queue, DLQ; all encrypted (SSE-SQS)."""
+
+    def __init__(self, name: str, args: QueuesArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("zivo:mlworker:Queues", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.dlq = aws.sqs.Queue(
+            "dlq",
+            name=args.names.dlq,
+            message_retention_seconds=FOURTEEN_DAYS,
+            sqs_managed_sse_enabled=True,
+            opts=child,
+        )
+        redrive = self.dlq.arn.apply(
+            lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": args.max_receive_count})
+        )
+
+        def job_queue(resource_name: str, queue_name: str) -> aws.sqs.Queue:
+            return aws.sqs.Queue(
+                resource_name,
+                name=queue_name,
+                visibility_timeout_seconds=args.visibility_timeout,
+                receive_wait_time_seconds=args.wait_time,
+                message_retention_seconds=FOUR_DAYS,
+                sqs_managed_sse_enabled=True,
+                redrive_policy=redrive,
+                opts=child,
+            )
+
+        self.queue = job_queue("queue", args.names.queue)
+        self.priority = job_queue("priority", args.names.priority_queue) if args.priority else None
+        # The queues the worker consumes, highest priority first.
+        self.consumed = [q for q in (self.priority, self.queue) if q is not None]
+
+        aws.sqs.RedriveAllowPolicy(
+            "dlq-redrive-allow",
+            queue_url=self.dlq.url,
+            redrive_allow_policy=pulumi.Output.all(*[q.arn for q in self.consumed]).apply(
+                lambda arns: json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": list(arns)})
+            ),
+            opts=child,
+        )
+        for resource_name, queue in (("queue", self.queue), ("priority", self.priority)):
+            if queue is None:
+                continue
+            aws.sqs.QueuePolicy(
+                f"{resource_name}-send-policy",
+                queue_url=queue.url,
+                policy=queue.arn.apply(lambda arn: json.dumps(send_only_policy(arn, list(args.sender_role_arns)))),
+                opts=child,
+            )
+
+        self.register_outputs({"queue_url": self.queue.url, "dlq_url": self.dlq.url})
