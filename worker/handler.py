@@ -1,0 +1,240 @@
+"""The lab-categorization handler: what the consumer calls with each batch. It knows nothing about SQS
+beyond the consumer's Message (a body, an id, a receive count) and its Results.
+
+For a batch:
+
+1. each message is decoded with the job contract (the consumer's ``decode``): a message that is
+   not JSON, breaks the contract or names an unknown job type is poison;
+2. the batch's jobs are claimed in ``lab_jobs`` (attempts + 1); a job already 'done' is a
+   redelivery: its message is acknowledged and nothing is written again;
+3. every test is looked up in the mapping memory by the engine's normalised (name, unit): a
+   manual row wins, a model row of the current model version saves an inference;
+4. the remaining tests of the whole batch go through ``engine.map`` in one call; confident model
+   results are remembered;
+5. each job's results and its 'done' status are written in one transaction; a job whose write
+   fails is retried (its last error recorded), the others complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from worker.consumer import Message, PoisonMessage, Result, done, retry
+from worker.contract import InvalidJobError, LabCategorizationJob, decode_job
+from worker.mapping.types import LabTestQuery, MappingResult
+from worker.store import repository as repo
+
+log = logging.getLogger(__name__)
+
+MANUAL_MODEL_VERSION = "manual"
+
+
+def failure_reason(error: InvalidJobError) -> str:
+    """A dead-letter reason that says which kind of poison the message is, and why."""
+    if error.field == "body":
+        kind = "not JSON" if error.reason.startswith("not JSON") else "not a job object"
+    elif error.field == "job_type":
+        kind = "unknown job type"
+    else:
+        kind = "contract violation"
+    return f"{kind}: {error.field}: {error.reason}"
+
+
+def decode(message: Message) -> LabCategorizationJob:
+    """The consumer's decoder: the job contract, or PoisonMessage with the reason."""
+    try:
+        job = decode_job(message.body, message.message_id)
+    except InvalidJobError as error:
+        raise PoisonMessage(failure_reason(error)) from None
+    message.context.update(job_id=job.job_id, user_id=job.user_id, document_id=job.document_id,
+                           priority=job.priority)
+    return job
+
+
+@dataclass
+class JobStats:
+    """Counters for the periodic stats line; shared between the handler thread and the loop."""
+
+    processed: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    tests: int = 0
+    memory_hits: int = 0
+    model_tests: int = 0
+    model_calls: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: float) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            per_test_ms = 1000 * self.seconds / self.tests if self.tests else None
+            return {"processed": self.processed, "failed": self.failed, "duplicates": self.duplicates,
+                    "tests": self.tests, "memory_hits": self.memory_hits, "model_tests": self.model_tests,
+                    "model_calls": self.model_calls,
+                    "per_test_ms": round(per_test_ms, 2) if per_test_ms is not None else None}
+
+
+def _queries(job: LabCategorizationJob) -> list[LabTestQuery]:
+    return [LabTestQuery(name=test.test_name, unit=test.test_unit, value=test.test_value, specimen=test.specimen)
+            for test in job.tests]
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+
+
+class LabCategorizationHandler:
+    """Maps a batch of lab-categorization jobs and writes the results; idempotent on redelivery."""
+
+    def __init__(self, db: Engine, engine, stats: JobStats | None = None):
+        self.db = db
+        self.engine = engine
+        self.stats = stats or JobStats()
+
+    decode = staticmethod(decode)
+
+    def __call__(self, messages: Sequence[Message]) -> dict[str, Result]:
+        started = time.monotonic()
+        by_job: dict[str, list[Message]] = {}
+        for message in messages:
+            by_job.setdefault(message.payload.job_id, []).append(message)
+        jobs = {job_id: group[0].payload for job_id, group in by_job.items()}
+        results: dict[str, Result] = {}
+
+        def settle(job_id: str, result: Result) -> None:
+            for message in by_job[job_id]:
+                results[message.message_id] = result
+
+        def fail_all(job_ids, error: BaseException, what: str) -> dict[str, Result]:
+            reason = f"{what}: {_error_text(error)}"
+            for job_id in job_ids:
+                first = by_job[job_id][0]
+                log.error("lab categorization failed", extra=first.log_fields(error=reason))
+                settle(job_id, retry(reason))
+            self._record_failure(list(job_ids), by_job, reason)
+            self.stats.add(failed=len(job_ids))
+            return results
+
+        # 2. Claim the jobs; skip those already done.
+        rows = [repo.JobRow(job_id=job.job_id, message_id=by_job[job.job_id][0].message_id, user_id=job.user_id,
+                            document_id=job.document_id, priority=job.priority, test_count=len(job.tests))
+                for job in jobs.values()]
+        try:
+            already_done = repo.claim_jobs(self.db, rows)
+        except Exception as error:
+            return fail_all(jobs, error, "database unavailable")
+        for job_id in already_done:
+            log.info("job already done: duplicate delivery acknowledged", extra=by_job[job_id][0].log_fields())
+            settle(job_id, done())
+        self.stats.add(duplicates=len(already_done))
+        pending = {job_id: job for job_id, job in jobs.items() if job_id not in already_done}
+        if not pending:
+            return results
+        for job_id, job in pending.items():
+            log.info("processing lab categorization for user %s document %s", job.user_id, job.document_id,
+                     extra=by_job[job_id][0].log_fields(test_count=len(job.tests)))
+
+        # 3 and 4. Mapping memory, then one model call for what it does not know.
+        try:
+            mapped = self._map({job_id: _queries(job) for job_id, job in pending.items()})
+        except Exception as error:
+            return fail_all(pending, error, "mapping failed")
+
+        # 5. One transaction per job.
+        elapsed_mapping = time.monotonic() - started
+        total_tests = sum(len(job.tests) for job in pending.values())
+        for job_id, job in pending.items():
+            job_started = time.monotonic()
+            row = next(r for r in rows if r.job_id == job_id)
+            result_rows = [
+                repo.ResultRow(test_index=index, test_name=test.test_name, test_value=test.test_value,
+                               test_unit=test.test_unit, category=result.category, loinc_code=result.loinc_code,
+                               loinc_name=result.loinc_name, confidence=float(result.confidence),
+                               match_method=result.match_method, needs_review=bool(result.needs_review),
+                               model_version=version)
+                for index, (test, (result, version)) in enumerate(zip(job.tests, mapped[job_id], strict=True))
+            ]
+            try:
+                repo.complete_job(self.db, row, result_rows)
+            except Exception as error:
+                fail_all([job_id], error, "writing results failed")
+                continue
+            settle(job_id, done())
+            share = elapsed_mapping * len(job.tests) / total_tests if total_tests else 0.0
+            seconds = share + time.monotonic() - job_started
+            self.stats.add(processed=1, tests=len(job.tests), seconds=seconds)
+            log.info("completed lab categorization for user %s document %s", job.user_id, job.document_id,
+                     extra=by_job[job_id][0].log_fields(test_count=len(job.tests), seconds=round(seconds, 3),
+                                                        needs_review=sum(r.needs_review for r in result_rows)))
+        return results
+
+    def _map(self, queries: dict[str, list[LabTestQuery]]) -> dict[str, list[tuple[MappingResult, str | None]]]:
+        """(result, model_version) per test, memory first, one engine call for the rest."""
+        model_version = self.engine.model_version
+        keys = {job_id: [self._key(query) for query in job_queries] for job_id, job_queries in queries.items()}
+        memory = repo.lookup_mappings(self.db, (key for job_keys in keys.values() for key in job_keys))
+        answers: dict[str, list[tuple[MappingResult, str | None] | None]] = {}
+        missing: list[tuple[str, int]] = []
+        hits = 0
+        for job_id, job_keys in keys.items():
+            answers[job_id] = []
+            for index, key in enumerate(job_keys):
+                row = memory.get(key)
+                if row is not None and row.source == "manual":
+                    answers[job_id].append((MappingResult(row.category, row.loinc_code, row.loinc_name,
+                                                          row.confidence, "override"), MANUAL_MODEL_VERSION))
+                    hits += 1
+                elif row is not None and row.model_version == model_version:
+                    answers[job_id].append((MappingResult(row.category, row.loinc_code, row.loinc_name,
+                                                          row.confidence, "memory"), model_version))
+                    hits += 1
+                else:
+                    answers[job_id].append(None)
+                    missing.append((job_id, index))
+        if missing:
+            results = self.engine.map([queries[job_id][index] for job_id, index in missing])
+            if len(results) != len(missing):
+                raise RuntimeError(f"the engine returned {len(results)} results for {len(missing)} queries")
+            remember: dict[tuple[str, str], repo.MemoryRow] = {}
+            for (job_id, index), result in zip(missing, results, strict=True):
+                answers[job_id][index] = (result, model_version)
+                key = keys[job_id][index]
+                if not result.needs_review and key not in remember:
+                    remember[key] = repo.MemoryRow(
+                        normalized_name=key[0], unit_key=key[1], category=result.category,
+                        loinc_code=result.loinc_code, loinc_name=result.loinc_name,
+                        confidence=float(result.confidence), match_method=result.match_method, source="model",
+                        model_version=model_version)
+            try:
+                repo.remember_mappings(self.db, list(remember.values()))
+            except Exception as error:  # the memory is an optimisation: the jobs' own writes decide
+                log.warning("could not store mappings in memory", extra={"error": _error_text(error)})
+            self.stats.add(model_calls=1, model_tests=len(missing))
+        self.stats.add(memory_hits=hits)
+        return {job_id: [answer for answer in job_answers if answer is not None] for job_id, job_answers in
+                answers.items()}
+
+    def _key(self, query: LabTestQuery) -> tuple[str, str]:
+        name, unit = self.engine.key(query)
+        return name, unit or ""
+
+    def _record_failure(self, job_ids: list[str], by_job: dict[str, list[Message]], reason: str) -> None:
+        """Best effort: note the last error on the jobs (not possible while the database is down)."""
+        final = [job_id for job_id in job_ids if by_job[job_id][0].final_attempt]
+        other = [job_id for job_id in job_ids if job_id not in final]
+        try:
+            repo.record_failure(self.db, other, reason)
+            repo.record_failure(self.db, final, reason, final=True)
+        except Exception as error:
+            log.warning("could not record the failure", extra={"job_ids": job_ids, "error": _error_text(error)})

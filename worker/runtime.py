@@ -1,0 +1,153 @@
+"""The worker's entry point: the one place that wires settings, logging, store, engine and consumer.
+
+``python -m worker`` calls :func:`run_worker`. The order at start: settings, JSON logging,
+database engine and migrations (under the advisory lock of ``worker.store.db.upgrade``, so
+tasks starting together do not race), the mapping engine, then the consumer loop. SIGTERM and
+SIGINT stop it gracefully (a second signal shortens the deadline to nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from worker.consumer import Consumer, ConsumerOptions
+from worker.handler import JobStats, LabCategorizationHandler
+from worker.health import HealthFile
+from worker.logs import configure_logging
+from worker.protection import TaskProtection
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("worker")
+
+
+def consumer_options(settings: WorkerSettings) -> ConsumerOptions:
+    return ConsumerOptions(
+        batch_size=settings.batch_size,
+        wait_time=settings.wait_time,
+        visibility_timeout=settings.visibility_timeout,
+        heartbeat=settings.heartbeat_seconds,
+        retry_backoff=settings.retry_backoff,
+        retry_backoff_max=settings.retry_backoff_max,
+        shutdown_deadline=settings.shutdown_deadline,
+        dlq_url=settings.dlq_url,
+    )
+
+
+def load_engine(settings: WorkerSettings):
+    """The mapping engine for these settings (imports torch: call it once per process)."""
+    from worker.mapping.engine import MappingEngine
+
+    started = time.monotonic()
+    engine = MappingEngine.load(settings.model, settings.index_dir)
+    log.info("mapping engine loaded", extra={"model_version": engine.model_version,
+                                             "seconds": round(time.monotonic() - started, 2)})
+    return engine
+
+
+def open_database(settings: WorkerSettings, migrate: bool | None = None):
+    from worker.store.db import make_engine, upgrade
+
+    db = make_engine(settings.database_url())
+    if settings.migrate_on_start if migrate is None else migrate:
+        upgrade(db)
+    return db
+
+
+@dataclass
+class Worker:
+    """A consumer with its handler, health file, task protection and stats, ready to run."""
+
+    settings: WorkerSettings
+    consumer: Consumer
+    handler: LabCategorizationHandler
+    health: HealthFile
+    protection: TaskProtection
+    stats: JobStats
+    _last_stats: float = field(default_factory=time.monotonic)
+
+    def run(self) -> None:
+        self.health.touch()
+        try:
+            self.consumer.run()
+        finally:
+            self.protection.idle()
+            self.log_stats()
+
+    def stop(self, deadline: float | None = None) -> None:
+        self.consumer.stop(deadline)
+
+    def on_poll(self) -> None:
+        self.health.touch()
+        if time.monotonic() - self._last_stats >= self.settings.stats_interval:
+            self.log_stats()
+
+    def log_stats(self) -> None:
+        self._last_stats = time.monotonic()
+        consumer = self.consumer.stats
+        log.info("stats", extra={**self.stats.snapshot(), "received": consumer.received,
+                                 "deleted": consumer.deleted, "retried": consumer.retried,
+                                 "dead_lettered": consumer.dead_lettered, "released": consumer.released})
+
+
+def build_worker(settings: WorkerSettings, db, engine, sqs=None) -> Worker:
+    stats = JobStats()
+    handler = LabCategorizationHandler(db, engine, stats)
+    protection = TaskProtection(settings.ecs_agent_uri, settings.visibility_timeout)
+    health = HealthFile(settings.health_file)
+    consumer = Consumer(settings.queue_urls(), handler, decode=handler.decode, options=consumer_options(settings),
+                        sqs=sqs, on_busy=protection.busy, on_idle=protection.idle)
+    worker = Worker(settings, consumer, handler, health, protection, stats)
+    consumer.on_poll = worker.on_poll
+    return worker
+
+
+def _install_signal_handlers(worker: Worker) -> None:
+    received: list[int] = []
+
+    def handle(signum, frame) -> None:
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if len(received) == 1:
+            log.warning("%s received: stopping within %.0f s", name, worker.settings.shutdown_deadline,
+                        extra={"signal": name})
+            worker.stop()
+        else:
+            log.warning("%s received again: releasing the batch now", name, extra={"signal": name})
+            worker.stop(0)
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run_worker() -> int:
+    """Run the consumer until SIGTERM/SIGINT; the process's exit code (0 after a graceful stop)."""
+    settings = WorkerSettings()
+    configure_logging(settings.log_level)
+    try:
+        settings.queue_urls()
+        settings.database_url()
+    except ValueError as error:
+        log.error("configuration error: %s", error)
+        return 2
+    started = time.monotonic()
+    db = open_database(settings)
+    engine = load_engine(settings)
+    worker = build_worker(settings, db, engine)
+    if threading.current_thread() is threading.main_thread():
+        _install_signal_handlers(worker)
+    log.info("worker ready", extra={"seconds": round(time.monotonic() - started, 2),
+                                    "model_version": engine.model_version, "on_ecs": worker.protection.active})
+    worker.run()
+    db.dispose()
+    log.info("worker stopped", extra={"abandoned": worker.consumer.abandoned})
+    if worker.consumer.abandoned:
+        # The abandoned batch's thread may still be inside the database driver or torch; its
+        # messages are released and will be redelivered. Leave without waiting for it.
+        logging.shutdown()
+        os._exit(0)
+    return 0
