@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 
 FIXTURE_COLUMNS = ("code", "long_common_name", "component", "property", "system", "scale", "class", "units",
@@ -100,3 +103,81 @@ def engine(sentence_encoder, packaged_model_dir, tmp_path_factory):
         pytest.skip("the packaged LOINC reference (worker/mapping/data/loinc/*.csv) is empty")
     return MappingEngine.load(packaged_model_dir, tmp_path_factory.mktemp("shipped-index"), reference=reference,
                               encoder=sentence_encoder)
+
+
+# ---- the official LOINC table format (LoincTable/Loinc.csv), for import tests ----
+
+OFFICIAL_COLUMNS = [
+    "LOINC_NUM", "COMPONENT", "PROPERTY", "TIME_ASPCT", "SYSTEM", "SCALE_TYP", "METHOD_TYP", "CLASS",
+    "VersionLastChanged", "CHNG_TYPE", "DefinitionDescription", "STATUS", "CONSUMER_NAME", "CLASSTYPE", "FORMULA",
+    "EXMPL_ANSWERS", "SURVEY_QUEST_TEXT", "SURVEY_QUEST_SRC", "UNITSREQUIRED", "RELATEDNAMES2", "SHORTNAME",
+    "ORDER_OBS", "HL7_FIELD_SUBFIELD_ID", "EXTERNAL_COPYRIGHT_NOTICE", "EXAMPLE_UNITS", "LONG_COMMON_NAME",
+    "EXAMPLE_UCUM_UNITS", "STATUS_REASON", "STATUS_TEXT", "CHANGE_REASON_PUBLIC", "COMMON_TEST_RANK",
+    "COMMON_ORDER_RANK", "HL7_ATTACHMENT_STRUCTURE", "EXTERNAL_COPYRIGHT_LINK", "PanelType", "AskAtOrderEntry",
+    "AssociatedObservations", "VersionFirstReleased", "ValidHL7AttachmentRequest", "DisplayName",
+]
+
+# (code, component, property, time, system, scale, method, class, status, classtype, long name, ucum units)
+SAMPLE_ROWS = [
+    ("2160-0", "Creatinine", "MCnc", "Pt", "Ser/Plas", "Qn", "", "CHEM", "ACTIVE", "1",
+     "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL"),
+    ("14682-9", "Creatinine", "SCnc", "Pt", "Ser/Plas", "Qn", "", "CHEM", "ACTIVE", "1",
+     "Creatinine [Moles/volume] in Serum or Plasma", "umol/L"),
+    ("718-7", "Hemoglobin", "MCnc", "Pt", "Bld", "Qn", "", "HEM/BC", "ACTIVE", "1",
+     "Hemoglobin [Mass/volume] in Blood", "g/dL"),
+    ("2345-7", "Glucose", "MCnc", "Pt", "Ser/Plas", "Qn", "", "CHEM", "ACTIVE", "1",
+     "Glucose [Mass/volume] in Serum or Plasma", "mg/dL"),
+    ("5811-5", "Specific gravity", "Rden", "Pt", "Urine", "Qn", "Test strip", "UA", "ACTIVE", "1",
+     "Specific gravity of Urine by Test strip", "{SG}"),
+    ("5902-2", "Prothrombin time (PT)", "Time", "Pt", "PPP", "Qn", "Coag", "COAG", "ACTIVE", "1",
+     "Prothrombin time (PT)", "s"),
+    ("24323-8", "Comprehensive metabolic 2000 panel", "-", "Pt", "Ser/Plas", "-", "", "PANEL.CHEM", "ACTIVE", "1",
+     "Comprehensive metabolic 2000 panel - Serum or Plasma", ""),
+    ("8302-2", "Body height", "Len", "Pt", "^Patient", "Qn", "", "BDYHGT.ATOM", "ACTIVE", "2",
+     "Body height", "cm;[in_i]"),
+    ("1000-9", "DBG Ab", "Pr", "Pt", "Ser/Plas", "Ord", "", "BLDBK", "DEPRECATED", "1",
+     "DBG Ab [Presence] in Serum or Plasma from donor", ""),
+    ("2161-8", "Creatinine", "MCnc", "Pt", "Urine", "Qn", "", "CHEM", "ACTIVE", "1",
+     "Creatinine [Mass/volume] in Urine", "mg/dL"),
+    ("1742-6", "Alanine aminotransferase", "CCnc", "Pt", "Ser/Plas", "Qn", "", "CHEM", "ACTIVE", "1",
+     "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma", "U/L"),
+]
+
+
+def write_loinc_table(path: Path, rows=SAMPLE_ROWS) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=OFFICIAL_COLUMNS, quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        for code, comp, prop, time, system, scale, method, cls, status, classtype, name, units in rows:
+            row = dict.fromkeys(OFFICIAL_COLUMNS, "")
+            row.update(LOINC_NUM=code, COMPONENT=comp, PROPERTY=prop, TIME_ASPCT=time, SYSTEM=system,
+                       SCALE_TYP=scale, METHOD_TYP=method, CLASS=cls, STATUS=status, CLASSTYPE=classtype,
+                       LONG_COMMON_NAME=name, EXAMPLE_UCUM_UNITS=units, SHORTNAME=name[:20])
+            writer.writerow(row)
+    return path
+
+
+@pytest.fixture(scope="session")
+def loinc_table():
+    """``loinc_table(path)`` writes a small file in the official Loinc.csv format and returns its path."""
+    return write_loinc_table
+
+
+@pytest.fixture(scope="module")
+def fixture_reference_only(tmp_path_factory):
+    """Hide the packaged reference rows, so command tests see only the references they set up."""
+    empty = tmp_path_factory.mktemp("no-packaged-reference")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("worker.mapping.reference.PACKAGED_LOINC_DIR", empty)
+        yield
+
+
+@pytest.fixture
+def counting_encoder():
+    """``counting_encoder(inner)`` wraps an encoder and counts its calls and texts."""
+    return CountingEncoder
+
+
+@pytest.fixture
+def small_reference():
+    return fixture_reference()

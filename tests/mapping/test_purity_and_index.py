@@ -1,0 +1,73 @@
+"""The engine is pure and cheap to import; the reference index is computed once and reused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from worker.mapping.types import LabTestQuery
+
+
+def _imported_modules(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return set(output.split())
+
+
+def test_engine_imports_no_boto3_or_sqlalchemy():
+    modules = _imported_modules("import worker.mapping.engine, worker.mapping.cli, worker.mapping.evaluate, "
+                                "worker.mapping.importer, worker.mapping.benchmark")
+    assert not {m for m in modules if m.split(".")[0] in ("boto3", "botocore", "sqlalchemy", "psycopg2")}
+
+
+def test_types_and_cli_import_cheaply():
+    modules = _imported_modules("import worker.mapping.types, worker.mapping.cli")
+    assert not {m for m in modules if m.split(".")[0] in ("torch", "sentence_transformers", "transformers", "numpy")}
+
+
+def test_no_mapping_module_mentions_boto3_or_sql():
+    from pathlib import Path
+
+    import worker.mapping
+
+    root = Path(worker.mapping.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        for forbidden in ("import boto3", "from boto3", "import sqlalchemy", "from sqlalchemy"):
+            assert forbidden not in text, f"{path.name}: {forbidden}"
+
+
+def test_second_load_does_not_reembed_the_reference(sentence_encoder, packaged_model_dir, tmp_path,
+                                                   counting_encoder, small_reference):
+    from worker.mapping.engine import MappingEngine, index_path
+
+    CountingEncoder = counting_encoder  # noqa: N806
+    reference = small_reference
+    first_encoder = CountingEncoder(sentence_encoder)
+    MappingEngine.load(packaged_model_dir, tmp_path, reference=reference, synonyms=(), encoder=first_encoder)
+    assert first_encoder.calls == 1 and len(first_encoder.texts) == len(reference)
+    path = index_path(reference, packaged_model_dir, tmp_path)
+    mtime = path.stat().st_mtime_ns
+
+    second_encoder = CountingEncoder(sentence_encoder)
+    engine = MappingEngine.load(packaged_model_dir, tmp_path, reference=reference, synonyms=(),
+                                encoder=second_encoder)
+    assert second_encoder.calls == 0
+    assert path.stat().st_mtime_ns == mtime
+
+    # a different reference gets its own index file
+    from worker.mapping.reference import Reference
+
+    smaller = Reference(reference.entries[:5])
+    assert index_path(smaller, packaged_model_dir, tmp_path) != path
+
+    # a batch embeds only its distinct, not-yet-seen normalised names, in one call
+    engine.map([LabTestQuery("Hemoglobin", "g/dL"), LabTestQuery("HAEMOGLOBIN", "gm/dl"),
+                LabTestQuery("S. Creatinine", "mg/dL"), LabTestQuery("Page 2 of 3")])
+    assert second_encoder.calls == 1
+    assert sorted(second_encoder.texts) == ["creatinine", "hemoglobin"]
+    engine.map([LabTestQuery("Serum Creatinine", "umol/L"), LabTestQuery("SGPT", "U/L")])
+    assert second_encoder.calls == 2
+    assert second_encoder.texts[-1:] == ["alanine aminotransferase"]
+    engine.map([LabTestQuery("Hb", "g/dL"), LabTestQuery("creatinine")])
+    assert second_encoder.calls == 2  # all seen: no forward pass at all
