@@ -24,6 +24,8 @@ DEAD_LETTER_ATTRIBUTES = ("FailureReason", "SourceMessageId", "SourceQueueUrl")
 PEEK_VISIBILITY_S = 30
 REDRIVE_VISIBILITY_S = 120
 EMPTY_RECEIVES_BEFORE_DONE = 2
+# A short long-poll: on real SQS a zero wait samples only some servers and can miss messages.
+RECEIVE_WAIT_S = 1
 
 
 def _attribute(message: dict, name: str) -> str | None:
@@ -32,7 +34,8 @@ def _attribute(message: dict, name: str) -> str | None:
 
 def _receive(state: State, url: str, count: int, visibility: int) -> list[dict]:
     response = state.client("sqs").receive_message(
-        QueueUrl=url, MaxNumberOfMessages=max(1, min(10, count)), VisibilityTimeout=visibility, WaitTimeSeconds=1,
+        QueueUrl=url, MaxNumberOfMessages=max(1, min(10, count)), VisibilityTimeout=visibility,
+        WaitTimeSeconds=RECEIVE_WAIT_S,
         MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
     return response.get("Messages", [])
 

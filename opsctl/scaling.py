@@ -56,8 +56,9 @@ def fetch_scaling(state: State) -> dict:
                   "suspended": t.get("SuspendedState", {})}
     raw_policies = aas.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=resource_id).get(
         "ScalingPolicies", [])
-    policies = [{"name": p["PolicyName"], "type": p.get("PolicyType"), "adjustments": _adjustments(p),
-                 "alarms": [a["AlarmName"] for a in p.get("Alarms", [])]} for p in raw_policies]
+    policies = [{"name": p["PolicyName"], "arn": p.get("PolicyARN"), "type": p.get("PolicyType"),
+                 "adjustments": _adjustments(p), "alarms": [a["AlarmName"] for a in p.get("Alarms", [])]}
+                for p in raw_policies]
     alarm_names = sorted({name for p in policies for name in p["alarms"]})
     cloudwatch = state.client("cloudwatch")
     raw_alarms: dict[str, dict] = {}
@@ -68,6 +69,10 @@ def fetch_scaling(state: State) -> dict:
     for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{state.env}-ml-worker"):
         for a in page.get("MetricAlarms", []):
             raw_alarms.setdefault(a["AlarmName"], a)
+    for policy in policies:  # endpoints that do not link alarms to policies: follow the alarms' actions
+        if not policy["alarms"]:
+            policy["alarms"] = sorted(name for name, a in raw_alarms.items()
+                                      if policy["arn"] in a.get("AlarmActions", []))
     alarms = [{"name": a["AlarmName"], "state": a.get("StateValue"), "metric": a.get("MetricName"),
                "condition": f"{a.get('Statistic', '')} {a.get('ComparisonOperator', '')} {a.get('Threshold', '')}"
                             .strip(),

@@ -137,7 +137,8 @@ def build_stack(priority: bool = False, ssm: bool = True, images: bool = True, l
             family=f"{ENV}-ml-worker", taskRoleArn=task_role, executionRoleArn=exec_role, networkMode="awsvpc",
             requiresCompatibilities=["FARGATE"], cpu="1024", memory="4096",
             containerDefinitions=[{"name": "worker", "image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/"
-                                   f"{ENV}-ml-worker:v1", "essential": True}])
+                                   f"{ENV}-ml-worker:v1", "essential": True, "cpu": 1024,
+                                   "memory": 4096}])
         client.create_service(
             cluster=stack.cluster, serviceName=stack.service, taskDefinition=f"{ENV}-ml-worker", desiredCount=desired,
             capacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT", "weight": 1}],
@@ -171,6 +172,12 @@ def build_stack(priority: bool = False, ssm: bool = True, images: bool = True, l
             ComparisonOperator="GreaterThanOrEqualToThreshold",
             Dimensions=[{"Name": "QueueName", "Value": f"{ENV}-ml-worker-dlq"}])
     return stack
+
+
+@pytest.fixture(autouse=True)
+def quick_receives(monkeypatch):
+    """moto answers a zero-wait receive exactly; the one-second long poll is for real SQS."""
+    monkeypatch.setattr("opsctl.dlq.RECEIVE_WAIT_S", 0)
 
 
 @pytest.fixture
