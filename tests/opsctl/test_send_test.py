@@ -1,0 +1,163 @@
+"""send-test through the producer client, and --wait via the database or via the queue."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+SCHEMA = """
+create table lab_jobs (job_id text primary key, message_id text, status text not null, attempts int default 0,
+    error text, test_count int, created_at timestamptz default now(), updated_at timestamptz default now(),
+    completed_at timestamptz);
+create table lab_test_results (job_id text, user_id bigint, document_id bigint, test_index int, test_name text,
+    test_value text, test_unit text, category text, loinc_code text, loinc_name text, confidence double precision,
+    match_method text, needs_review boolean, model_version text, created_at timestamptz default now(),
+    primary key (job_id, test_index));
+"""
+
+
+def received(stack, url) -> list[dict]:
+    messages = stack.drain(url)
+    return [{"body": json.loads(m["Body"]), "attributes": m.get("MessageAttributes", {}),
+             "id": m["MessageId"]} for m in messages]
+
+
+def test_send_test_sends_the_sample_job_through_the_producer(stack, opsctl):
+    result = opsctl("send-test", "--json")
+    assert result.exit_code == 0, result.output
+    sent = json.loads(result.stdout)
+    [message] = received(stack, stack.queue_url)
+    body = message["body"]
+    assert message["id"] == sent["message_id"] and body["job_id"] == sent["job_id"]
+    assert (body["user_id"], body["document_id"], body["schema_version"], body["test_count"]) == (123, 456, 1, 2)
+    assert [(t["test_name"], t["test_value"], t["test_unit"]) for t in body["tests"]] == [
+        ("Hemoglobin", "14.5", "g/dL"), ("WBC Count", "7.2", "K/uL")]
+    assert message["attributes"]["JobType"]["StringValue"] == "lab_categorization"
+
+
+def test_send_test_with_a_tests_file_and_high_priority(make_stack, opsctl, tmp_path):
+    stack = make_stack(priority=True)
+    tests = tmp_path / "report.json"
+    tests.write_text(json.dumps({"tests": [{"test_name": "TSH", "test_value": 2.1, "test_unit": "mIU/L"}]}))
+    result = opsctl("send-test", "--tests", str(tests), "--priority", "high", "--user-id", "7", "--document-id", "9")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("sent job ") and stack.priority_url in result.stdout
+    [message] = received(stack, stack.priority_url)
+    assert message["body"]["tests"][0]["test_name"] == "TSH" and message["body"]["user_id"] == 7
+    assert message["body"]["priority"] == "high"
+    assert received(stack, stack.queue_url) == []
+
+
+def test_send_test_rejects_bad_input(stack, opsctl, tmp_path):
+    not_json = tmp_path / "x.json"
+    not_json.write_text("{nope")
+    result = opsctl("send-test", "--tests", str(not_json))
+    assert result.exit_code == 2 and "is not JSON" in result.stderr
+    empty_name = tmp_path / "y.json"
+    empty_name.write_text(json.dumps([{"test_name": ""}]))
+    invalid = opsctl("send-test", "--tests", str(empty_name))
+    assert invalid.exit_code == 1 and "invalid job: tests.0.test_name" in invalid.stderr
+    assert opsctl("send-test", "--user-id", "0").exit_code == 2
+    assert received(stack, stack.queue_url) == []
+
+
+def test_send_test_to_a_missing_queue(stack, opsctl):
+    stack.client("sqs").delete_queue(QueueUrl=stack.queue_url)
+    result = opsctl("send-test", "--queue-url", stack.queue_url)
+    assert result.exit_code == 1
+    assert f"queue {stack.queue_url} does not exist" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def results_db(pg_url):
+    """The worker's two tables in a schema of their own (the search_path rides on the URL)."""
+    import sqlalchemy
+
+    schema = f"opsctl_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(pg_url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"create schema {schema}"))
+        connection.execute(sqlalchemy.text(f"set search_path to {schema}"))
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                connection.execute(sqlalchemy.text(statement))
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    yield url, sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"drop schema {schema} cascade"))
+    engine.dispose()
+
+
+def fake_worker(stack, engine, status="done"):
+    """Returns a sleep() stand-in that plays the worker once: takes the job, writes its rows."""
+    import sqlalchemy
+
+    def sleep(seconds):
+        for message in received(stack, stack.queue_url):
+            job = message["body"]
+            with engine.begin() as connection:
+                connection.execute(sqlalchemy.text(
+                    "insert into lab_jobs (job_id, message_id, status, attempts, error, test_count) "
+                    "values (:j, :m, :s, 1, :e, :n)"),
+                    {"j": job["job_id"], "m": message["id"], "s": status, "n": len(job["tests"]),
+                     "e": "model failed" if status == "failed" else None})
+                for index, test in enumerate(job["tests"] if status == "done" else []):
+                    connection.execute(sqlalchemy.text(
+                        "insert into lab_test_results (job_id, test_index, test_name, test_value, test_unit, "
+                        "category, loinc_code, loinc_name, confidence, match_method, needs_review) values "
+                        "(:j, :i, :n, :v, :u, 'Complete Blood Count (CBC)', :l, 'LOINC name', 0.93, 'model', false)"),
+                        {"j": job["job_id"], "i": index, "n": test["test_name"], "v": test["test_value"],
+                         "u": test["test_unit"], "l": ["718-7", "6690-2"][index]})
+
+    return sleep
+
+
+def test_send_test_wait_follows_the_job_in_the_database(stack, opsctl, results_db, monkeypatch):
+    url, engine = results_db
+    monkeypatch.setattr("opsctl.sendtest.time.sleep", fake_worker(stack, engine))
+    result = opsctl("send-test", "--wait", "--database-url", url, "--interval", "0.1", "--timeout", "30")
+    assert result.exit_code == 0, result.output
+    assert "job " in result.stdout and ": done (2 result(s), 1 attempt(s))" in result.stdout
+    assert "718-7" in result.stdout and "6690-2" in result.stdout and "Hemoglobin" in result.stdout
+
+
+def test_send_test_wait_reads_postgres_env_and_reports_a_failed_job(stack, opsctl, results_db, monkeypatch):
+    url, engine = results_db
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setattr("opsctl.sendtest.time.sleep", fake_worker(stack, engine, status="failed"))
+    result = opsctl("send-test", "--wait", "--interval", "0.1", "--json")
+    assert result.exit_code == 1
+    outcome = json.loads(result.stdout)
+    assert (outcome["status"], outcome["detail"], outcome["via"]) == ("failed", "model failed", "database")
+
+
+def test_send_test_wait_falls_back_to_the_queue_when_the_database_is_unreachable(stack, opsctl, monkeypatch):
+    monkeypatch.setattr("opsctl.sendtest.time.sleep", lambda s: received(stack, stack.queue_url))  # worker done
+    result = opsctl("send-test", "--wait", "--database-url", "postgresql+psycopg2://nobody@127.0.0.1:1/none",
+                    "--interval", "0.1")
+    assert result.exit_code == 0, result.output
+    assert "database not reachable: following the job through the queue" in result.stderr
+    assert ": processed (off the queue and not in the DLQ; results are in the database" in result.stdout
+
+
+def test_send_test_wait_via_the_queue_sees_a_dead_lettered_job(stack, opsctl, monkeypatch):
+    def dead_letter(seconds):
+        for message in received(stack, stack.queue_url):
+            stack.send(stack.dlq_url, message["body"], {"FailureReason": "job_id: bad",
+                                                         "SourceMessageId": message["id"],
+                                                         "SourceQueueUrl": stack.queue_url})
+
+    monkeypatch.setattr("opsctl.sendtest.time.sleep", dead_letter)
+    result = opsctl("send-test", "--wait", "--interval", "0.1", "--json")
+    assert result.exit_code == 1, result.output
+    outcome = json.loads(result.stdout)
+    assert (outcome["status"], outcome["detail"], outcome["via"]) == ("dead-lettered", "job_id: bad", "queue")
+
+
+def test_send_test_wait_times_out(stack, opsctl, monkeypatch):
+    monkeypatch.setattr("opsctl.sendtest.time.sleep", lambda s: None)
+    result = opsctl("send-test", "--wait", "--timeout", "0")
+    assert result.exit_code == 1
+    assert "still on the queue after 0s" in result.stderr and "no database configured" in result.stderr
