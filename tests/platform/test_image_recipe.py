@@ -118,6 +118,13 @@ def test_worker_image_python_layer_installs_and_passes_selfcheck(workdir):
     site = Path(run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     assert not [p for p in site.iterdir() if p.name.startswith("nvidia")]
 
+    total = tree_size(site)
+    torch_size = tree_size(site / "torch")
+    mb = 1024 * 1024
+    print(f"\ninstalled size of the worker image's Python packages (site-packages): {total / mb:.0f} MB "
+          f"(torch {torch_size / mb:.0f} MB, everything else {(total - torch_size) / mb:.0f} MB); "
+          f"the app's old CUDA image was {OLD_IMAGE_GB} GB in all")
+
     # The two build-time commands, as the Dockerfile runs them: offline, from outside the source tree.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POSTGRES_", "DATABASE_", "ML_WORKER_"))}
     env.pop("PYTHONPATH", None)
@@ -136,11 +143,5 @@ def test_worker_image_python_layer_installs_and_passes_selfcheck(workdir):
     imported_from = run([py, "-c", "import worker; print(worker.__file__)"], cwd=tmp_path, env=env).stdout
     assert imported_from.startswith(str(site)), f"worker imported from {imported_from}, not the installed package"
 
-    total = tree_size(site)
-    torch_size = tree_size(site / "torch")
-    mb = 1024 * 1024
-    print(f"installed size of the worker image's Python packages (site-packages): {total / mb:.0f} MB "
-          f"(torch {torch_size / mb:.0f} MB, everything else {(total - torch_size) / mb:.0f} MB); "
-          f"the app's old CUDA image was {OLD_IMAGE_GB} GB in all")
     assert total < 2 * 1024 * mb, "the worker's Python packages should stay well under 2 GB with CPU torch"
     assert not [m for m in missing if not m.endswith(".mako")], f"data files not installed: {missing}"
