@@ -138,7 +138,7 @@ def eval_command(
     console.print(table)
     for miss in report.errors[:errors]:
         console.print(f"  {miss['name']!r} [{miss['unit'] or ''}|{miss['specimen'] or ''}] expected {miss['expected']}"
-                      f" got {miss['got']} cands {miss['candidates']} conf {miss['confidence']}")
+                      f" got {miss['got']} cands {miss['candidates']} conf {miss['confidence']}", markup=False)
 
 
 @loinc_app.command("import")

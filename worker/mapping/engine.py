@@ -79,12 +79,18 @@ class Synonym:
 
 
 def read_synonyms(path: str | Path = SYNONYMS_PATH) -> list[Synonym]:
+    """``code,terms`` rows (terms ``|``-separated) -> one Synonym per term."""
     path = Path(path)
     if not path.is_file():
         return []
+    synonyms: list[Synonym] = []
     with open(path, newline="", encoding="utf-8") as handle:
-        rows = [((row.get("term") or "").strip(), (row.get("code") or "").strip()) for row in csv.DictReader(handle)]
-    return [Synonym(term, code) for term, code in rows if term and code]
+        for row in csv.DictReader(handle):
+            code = (row.get("code") or "").strip()
+            for term in (row.get("terms") or "").split("|"):
+                if code and term.strip():
+                    synonyms.append(Synonym(term.strip(), code))
+    return synonyms
 
 
 # ---- reference text views ----------------------------------------------------------------------
@@ -111,9 +117,15 @@ def entry_aliases(entry: ReferenceEntry) -> list[str]:
     component = entry.component.replace("^", " ").replace(".", " ")
     aliases = [component, entry_core_name(entry)]
     for text in list(aliases):
-        if "/100 " in text:
-            aliases.append(text.split("/100 ", 1)[0])
+        match = re.match(r"^(.+?)/(?:100 )?(leukocytes|erythrocytes)\b", text, re.IGNORECASE)
+        if match:
+            aliases.append(match.group(1))
     return aliases
+
+
+def concept_key(component_alias: str) -> str:
+    """Entries that measure the same thing share a concept: 'lymphocytes/leukocytes' ~ 'lymphocytes'."""
+    return re.sub(r"/(?:100 )?(?:leukocytes|erythrocytes)\b", "", component_alias).strip()
 
 
 def entry_embedding_text(entry: ReferenceEntry) -> str:
@@ -138,21 +150,45 @@ def system_group(system: str) -> str:
         return "fluid"
     if s.startswith("blda") or "art" in s:
         return "arterial"
-    if any(k in s for k in ("ser", "plas", "bld", "rbc", "wbc", "plt", "hb", "xxx")) or not s:
+    if any(k in s for k in ("ser", "plas", "bld", "rbc", "wbc", "plt", "ppp", "patient")) or not s:
         return "blood"
     return "other"
 
 
+def entry_method(entry: ReferenceEntry) -> str:
+    """The 'by <method>' part of a long common name, lower-case ('' when there is none)."""
+    name = _BRACKETS.sub(" ", entry.long_common_name)
+    parts = re.split(r"\s+by\s+", name, maxsplit=1)
+    return parts[1].lower().strip() if len(parts) > 1 else ""
+
+
+def entry_timing(entry: ReferenceEntry) -> str:
+    """The '--<timing>' suffix of a long common name ('fasting', '2 hours post meal'), lower-case."""
+    return entry.long_common_name.split("--", 1)[1].lower().strip() if "--" in entry.long_common_name else ""
+
+
+_METHOD_NOISE = frozenset({"automated", "count", "method", "assay", "with", "probe", "detection", "and", "of", "the",
+                           "formula", "based", "sq", "m", "by", "in", "or", "light", "microscopy", "field", "power",
+                           "high", "low", "test", "strip", "among", "population", "immunoassay", "naa", "1", "73"})
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _METHOD_NOISE and len(w) > 1}
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """confidence = sigmoid(w0 + w_score * score + w_margin * margin + w_direct * direct)."""
+    """P(top-1 is right) = sigmoid(w0 + w_score*score + w_margin*margin + w_concept*concept_margin
+    + w_direct*direct + w_unit*has_unit), fitted on development data (``data/calibration.json``)."""
 
-    w0: float = -9.0
-    w_score: float = 10.0
-    w_margin: float = 8.0
+    w0: float = -6.0
+    w_score: float = 6.0
+    w_margin: float = 4.0
+    w_concept: float = 6.0
     w_direct: float = 1.5
+    w_unit: float = 0.5
     threshold: float = 0.5
-    category_floor: float = 0.45  # below this score the category falls back to keywords/Others
+    category_floor: float = 0.55  # below this score the category comes from the query's own words
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_PATH) -> Calibration:
@@ -161,9 +197,13 @@ class Calibration:
             return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__})
         return cls()
 
-    def confidence(self, score: float, margin: float, direct: bool) -> float:
-        z = self.w0 + self.w_score * score + self.w_margin * margin + self.w_direct * float(direct)
-        return 1.0 / (1.0 + math.exp(-z))
+    def logit(self, score: float, margin: float, concept_margin: float, direct: bool, has_unit: bool) -> float:
+        return (self.w0 + self.w_score * score + self.w_margin * margin + self.w_concept * concept_margin
+                + self.w_direct * float(direct) + self.w_unit * float(has_unit))
+
+    def confidence(self, score: float, margin: float, concept_margin: float, direct: bool, has_unit: bool) -> float:
+        z = self.logit(score, margin, concept_margin, direct, has_unit)
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
 @dataclass
@@ -219,6 +259,16 @@ class MappingEngine:
         self._exact: dict[str, set[int]] = {}
         self._synonym_terms: dict[str, set[int]] = {}
         lex = self.lexicon
+        self._entry_units = [{normalise_unit(u) for u in e.units} for e in self.reference.entries]
+        self._entry_method_text = [entry_method(e) for e in self.reference.entries]
+        self._entry_methods = [_stems(t) for t in self._entry_method_text]
+        self._entry_timings = [_stems(entry_timing(e)) for e in self.reference.entries]
+        self._concept = [concept_key(self._alias_text(e.component.replace("^", " ").replace(".", " ")))
+                         for e in self.reference.entries]
+        concepts: dict[str, list[int]] = {}
+        for i, concept in enumerate(self._concept):
+            concepts.setdefault(concept, []).append(i)
+        self._concept_members = [concepts[c] for c in self._concept]
         for i, entry in enumerate(self.reference.entries):
             texts = {self._alias_text(t) for t in entry_aliases(entry)}
             for text in texts:
@@ -283,38 +333,54 @@ class MappingEngine:
 
     def map(self, queries: Sequence[LabTestQuery]) -> list[MappingResult]:
         norms = [self.normalise(q) for q in queries]
-        texts = list(dict.fromkeys(n.expanded for n in norms if n.is_test and n.expanded))
-        self._gather_evidence(texts)
+        self._gather_evidence(list({n.lookup_key: n for n in norms if n.is_test and n.expanded}.values()))
         return [self._decide(q, n) for q, n in zip(queries, norms, strict=True)]
 
     # -- retrieval -----------------------------------------------------------------------------
 
-    def _gather_evidence(self, texts: list[str]) -> None:
-        missing = [t for t in texts if t not in self._evidence]
-        if not missing:
-            for t in texts:
-                self._evidence.move_to_end(t)
+    def _gather_evidence(self, norms: list[NormalisedName]) -> None:
+        for norm in norms:
+            if norm.lookup_key in self._evidence:
+                self._evidence.move_to_end(norm.lookup_key)
+        missing_norms = [n for n in norms if n.lookup_key not in self._evidence]
+        if not missing_norms:
             return
+        missing = list(dict.fromkeys(n.expanded for n in missing_norms))
         to_embed = [t for t in missing if t not in self._query_vectors]
         if to_embed:
             vectors = self.encoder.encode(to_embed)  # one forward pass for the batch's new names
             for text, vector in zip(to_embed, vectors, strict=True):
                 self._remember(self._query_vectors, text, vector)
-        q = np.stack([self._query_vectors[t] for t in missing]) if missing else None
-        emb_scores = q @ self.embeddings.T if len(self.embeddings) else np.zeros((len(missing), 0), np.float32)
-        lex_scores = self._lexical_scores(missing)
+        q = np.stack([self._query_vectors[t] for t in missing])
+        emb_all = q @ self.embeddings.T if len(self.embeddings) else np.zeros((len(missing), 0), np.float32)
+        lex_all = self._lexical_scores(missing)
+        row_of = {t: r for r, t in enumerate(missing)}
         n = len(self.reference)
         k = min(TOP_K, n)
-        for row, text in enumerate(missing):
-            e = emb_scores[row]
-            lx = lex_scores[row]
+        for norm in missing_norms:
+            row = row_of[norm.expanded]
+            e = emb_all[row]
+            lx = lex_all[row]
             top_e = np.argpartition(-e, k - 1)[:k] if k else []
             top_l = np.argpartition(-lx, k - 1)[:k] if k else []
-            exact = set(self._exact.get(text, ()))
-            synonym = set(self._synonym_terms.get(text, ()))
+            exact: set[int] = set()
+            synonym: set[int] = set()
+            for readings in ((norm.expanded, norm.text), norm.alternatives):
+                for reading in readings:  # the whole name first; its bracketed parts only if it found nothing
+                    exact.update(self._exact.get(reading, ()))
+                    synonym.update(self._synonym_terms.get(reading, ()))
+                if exact or synonym:
+                    break
+            # a synonym names a concept and its usual variant: every variant of the concept is a direct
+            # match, so that unit, specimen and method evidence can still pick another variant
+            for i in list(synonym):
+                exact.update(self._concept_members[i])
             ids = set(map(int, top_e)) | set(map(int, top_l)) | exact | synonym
-            evidence = _Evidence({i: float(lx[i]) for i in ids}, {i: float(e[i]) for i in ids}, exact, synonym)
-            self._remember(self._evidence, text, evidence)
+            # variants of one concept (units, specimens, methods) share its best name similarity:
+            # the embedding finds the concept, the unit/specimen/method evidence picks the variant
+            concept_emb = {i: max(float(e[j]) for j in self._concept_members[i]) for i in ids}
+            evidence = _Evidence({i: float(lx[i]) for i in ids}, concept_emb, exact, synonym)
+            self._remember(self._evidence, norm.lookup_key, evidence)
 
     def _lexical_scores(self, texts: list[str]) -> np.ndarray:
         from rapidfuzz import fuzz, process
@@ -332,37 +398,50 @@ class MappingEngine:
 
     # -- re-ranking and decision ---------------------------------------------------------------
 
-    def _adjustment(self, entry: ReferenceEntry, norm: NormalisedName, query: LabTestQuery,
-                    uclass: str | None, unit_norm: str, qualitative: bool | None) -> float:
+    def _adjustment(self, entry: ReferenceEntry, norm: NormalisedName, uclass: str | None, unit_norm: str,
+                    qualitative: bool | None) -> float:
+        """Re-ranking evidence beyond the name: unit class, specimen, scale, method and timing."""
         adj = 0.0
         prop = entry.property
         scale = entry.scale.lower()
         if uclass:
-            allowed = UNIT_CLASS_PROPERTIES.get(uclass, frozenset())
-            if prop in allowed:
+            if prop in UNIT_CLASS_PROPERTIES.get(uclass, frozenset()):
                 adj += 0.10
-                if unit_norm and unit_norm in {normalise_unit(u) for u in entry.units}:
+                if unit_norm and unit_norm in self._entry_units[self.reference.index_of[entry.code]]:
                     adj += 0.04
             else:
                 adj -= 0.35
-            if scale and scale != "qn":
+            if scale and scale != "qn" and uclass not in ("field", "titer"):
                 adj -= 0.08
         else:
             if qualitative is True:
                 adj += 0.06 if scale in ("ord", "nom", "ordqn", "nar") else -0.08
             elif qualitative is False:
                 adj += 0.0 if scale == "qn" else -0.05
-            adj += {"MCnc": 0.02, "NFr": 0.02, "SCnc": 0.01, "CCnc": 0.01, "ACnc": 0.01}.get(prop, 0.0)
+            if qualitative is None and scale in ("ord", "nom"):
+                adj += 0.03  # a result printed without a unit is more often a qualitative one
+            adj += {"MCnc": 0.02, "NFr": 0.02, "SCnc": 0.01, "CCnc": 0.01, "ACnc": 0.01,
+                    "VFr": 0.02, "MFr": 0.02}.get(prop, 0.0)
         if norm.absolute is True:
             adj += 0.08 if prop in ("NCnc", "Num") else (-0.10 if prop in ("NFr",) else 0.0)
         elif norm.absolute is False:
             adj += 0.08 if prop in ("NFr", "MFr", "VFr") else (-0.10 if prop in ("NCnc",) else 0.0)
-        # specimen
+        # specimen: the query's (or serum/blood by default) against the entry's system
         group = system_group(entry.system)
+        system = entry.system.lower().replace(" ", "")
         wanted = norm.specimen
-        if wanted in (None, "blood", "serum", "arterial"):
-            if group in ("blood", "arterial"):
-                adj += 0.02 if (wanted == "arterial") == (group == "arterial") else 0.0
+        if wanted in (None, "blood", "serum", "arterial", "wholeblood"):
+            if group == "blood":
+                if wanted == "wholeblood":
+                    adj += 0.08 if system.startswith("bld") else 0.0
+                elif "ser" in system or "plas" in system:
+                    adj += 0.03
+                elif system in ("bldv", "bldc", "blda"):
+                    adj -= 0.03
+            elif group == "arterial":
+                adj += 0.03 if wanted == "arterial" else -0.03
+            elif group == "other":
+                adj -= 0.12
             else:
                 adj -= 0.25
         elif wanted == "fluid":
@@ -371,18 +450,31 @@ class MappingEngine:
         else:
             adj += 0.05 if group == wanted else (-0.08 if group == "fluid" and wanted in (
                 "pleural", "peritoneal", "synovial") else -0.28)
-        timed = "24 hour" in entry.long_common_name.lower() or "24H" in entry.long_common_name
+        timed = "24 hour" in entry.long_common_name.lower()
         if norm.timed_24h:
             adj += 0.10 if timed else -0.06
         elif timed:
             adj -= 0.10
+        # method: a named method the report did not ask for costs a little; one it did ask for helps
+        method = self._entry_methods[self.reference.index_of[entry.code]]
+        if method:
+            query_stems = _stems(norm.cleaned)
+            if method & query_stems:
+                adj += 0.05
+            elif wanted == "urine" and "strip" in self._entry_method_text[self.reference.index_of[entry.code]]:
+                adj += 0.02  # urine routine chemistry is a dipstick
+            else:
+                adj -= 0.05 if "manua" in method else 0.02
+        timing = self._entry_timings[self.reference.index_of[entry.code]]
+        if timing and not (timing & _stems(norm.cleaned + " " + norm.expanded)):
+            adj -= 0.04
         return adj
 
     def _decide(self, query: LabTestQuery, norm: NormalisedName) -> MappingResult:
         if not norm.is_test or not norm.expanded:
             return MappingResult(category=OTHERS, loinc_code=None, loinc_name=None, confidence=0.0,
                                  match_method="none", candidates=(), needs_review=False)
-        evidence = self._evidence[norm.expanded]
+        evidence = self._evidence[norm.lookup_key]
         uclass = unit_class(query.unit)
         unit_norm = normalise_unit(query.unit)
         qualitative = is_qualitative_value(query.value)
@@ -392,28 +484,37 @@ class MappingEngine:
             lex = evidence.lexical[i]
             emb = evidence.embedding[i]
             base = 0.45 * lex + 0.55 * max(emb, 0.0)
-            direct = i in evidence.exact or i in evidence.synonym
-            if direct:
+            if i in evidence.exact or i in evidence.synonym:
                 base += 0.30
-            method = ("exact" if i in evidence.exact and norm.text == norm.expanded else "synonym") if direct else (
+            if i in evidence.synonym:
+                base += 0.05  # the variant a report usually means
+            direct = i in evidence.exact or i in evidence.synonym
+            method = ("synonym" if i in evidence.synonym or norm.text != norm.expanded else "exact") if direct else (
                 "lexical" if lex >= emb else "embedding")
-            score = base + self._adjustment(entry, norm, query, uclass, unit_norm, qualitative)
+            score = base + self._adjustment(entry, norm, uclass, unit_norm, qualitative)
             scored.append((score, i, method, direct))
         if not scored:
-            return MappingResult(OTHERS, None, None, 0.0, "none", (), True)
+            return MappingResult(self._fallback_category(norm), None, None, 0.0, "none", (), True)
         scored.sort(key=lambda s: (-s[0], s[1]))
         best_score, best_i, method, direct = scored[0]
-        runner_up = scored[1][0] if len(scored) > 1 else 0.0
-        margin = max(0.0, best_score - runner_up)
-        confidence = self.calibration.confidence(best_score, margin, direct)
-        candidates = tuple(self.reference.entries[i].code for _, i, _, _ in scored[:5])
         best = self.reference.entries[best_i]
+        runner_up = scored[1][0] if len(scored) > 1 else 0.0
+        other_concept = next((s for s, i, _, _ in scored[1:]
+                              if self._concept[i] != self._concept[best_i]), 0.0)
+        confidence = self.calibration.confidence(best_score, best_score - runner_up, best_score - other_concept,
+                                                 direct, uclass is not None)
+        candidates = tuple(self.reference.entries[i].code for _, i, _, _ in scored[:5])
         if confidence >= self.calibration.threshold:
             return MappingResult(best.category, best.code, best.long_common_name, round(confidence, 4), method,
                                  candidates, needs_review=False)
-        category = best.category if best_score >= self.calibration.category_floor else OTHERS
+        category = best.category if best_score >= self.calibration.category_floor else self._fallback_category(norm)
         return MappingResult(category if category in CATEGORIES else OTHERS, None, None, round(confidence, 4),
                              "none", candidates, needs_review=True)
+
+    def _fallback_category(self, norm: NormalisedName) -> str:
+        from worker.mapping.categorize import categorize, specimen_system
+
+        return categorize(f"{norm.expanded} {norm.cleaned}", specimen_system(norm.specimen))
 
     @staticmethod
     def _remember(cache: OrderedDict, key, value) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 DATA_DIR = Path(__file__).resolve().parent / "data"
 LEXICON_PATH = DATA_DIR / "lexicon.csv"
 
-STOPWORDS = frozenset({"of", "the", "for", "in", "on", "and", "a", "an", "to", "by", "with", "s", "is", "at", "type"})
+STOPWORDS = frozenset({"of", "the", "for", "in", "on", "and", "a", "an", "to", "by", "with", "is", "at", "type"})
+PARENTHESES = re.compile(r"[(\[]([^)\]]*)[)\]]")
 
 # Specimen words -> the specimen they denote. Matched as whole words/phrases.
 SPECIMEN_PHRASES: tuple[tuple[str, str], ...] = (
@@ -27,7 +28,7 @@ SPECIMEN_PHRASES: tuple[tuple[str, str], ...] = (
     ("body fluid", "fluid"), ("fluid", "fluid"),
     ("urine", "urine"), ("urinary", "urine"), ("urin", "urine"),
     ("stool", "stool"), ("stools", "stool"), ("feces", "stool"), ("fecal", "stool"), ("motion", "stool"),
-    ("whole blood", "blood"), ("venous blood", "blood"), ("arterial blood", "arterial"), ("arterial", "arterial"),
+    ("whole blood", "wholeblood"), ("venous blood", "blood"), ("arterial blood", "arterial"), ("arterial", "arterial"),
     ("capillary blood", "blood"),
 )
 # Words removed anywhere (they name the specimen, not the analyte).
@@ -105,10 +106,15 @@ class NormalisedName:
     cleaned: str  # lower-case, punctuation-free, spelling-fixed; specimen words still in
     text: str  # analyte words only: specimen words, prefixes and method words removed
     expanded: str  # ``text`` with abbreviations expanded: what retrieval sees
-    specimen: str | None  # blood, serum, urine, stool, csf, pleural, peritoneal, synovial, fluid, arterial
+    specimen: str | None  # blood, wholeblood, serum, urine, stool, csf, pleural, peritoneal, synovial, fluid, arterial
     timed_24h: bool
     absolute: bool | None  # True: name says absolute/#; False: name says % ; None: silent
     is_test: bool
+    alternatives: tuple[str, ...] = ()  # other readings to look up (the name without/inside brackets)
+
+    @property
+    def lookup_key(self) -> str:
+        return "\x1f".join((self.expanded, *self.alternatives))
 
 
 def is_non_test(cleaned: str, lexicon: Lexicon) -> bool:
@@ -161,7 +167,7 @@ def _flag_absolute(raw: str, cleaned: str) -> bool | None:
 
 
 def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | None = None,
-                   vocabulary: SpellingCorrector | None = None) -> NormalisedName:
+                   vocabulary: SpellingCorrector | None = None, _alternatives: bool = True) -> NormalisedName:
     lexicon = lexicon or default_lexicon()
     cleaned = basic_clean(raw)
     cleaned = _phrase_sub(cleaned, lexicon.spellings)
@@ -178,7 +184,9 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     if specimen:
         spec_clean = basic_clean(specimen)
         stripped, given = _strip_specimen(spec_clean + " x")
-        found_specimen = given or ("blood" if "blood" in spec_clean else found_specimen)
+        given = given or ("blood" if "blood" in spec_clean else None)
+        if given and not (given in ("blood", "serum") and found_specimen not in (None, "blood", "serum")):
+            found_specimen = given  # the given specimen wins unless the name is more specific ("whole blood")
     methods = {k: v for k, v in lexicon.methods.items()}
     stripped = _phrase_sub(text, methods)
     text = stripped if stripped.strip() else text
@@ -187,7 +195,19 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     text = SPACES.sub(" ", text).strip() or cleaned
     expanded = _phrase_sub(text, lexicon.abbreviations)
     expanded = " ".join(dict.fromkeys(expanded.split()))  # "ph ph" -> "ph"
-    return NormalisedName(raw, cleaned, text, expanded, found_specimen, timed, absolute, True)
+    alternatives: tuple[str, ...] = ()
+    if _alternatives and PARENTHESES.search(raw):
+        # "Mean Corpuscular Volume (MCV)": the name outside the brackets and the bracketed part
+        # are looked up on their own as well
+        outside = PARENTHESES.sub(" ", raw)
+        parts = [outside] + PARENTHESES.findall(raw)
+        found = []
+        for part in parts:
+            sub = normalise_name(part, None, lexicon, vocabulary, _alternatives=False)
+            if sub.is_test:
+                found += [sub.text, sub.expanded]
+        alternatives = tuple(a for a in dict.fromkeys(found) if a and a not in (text, expanded))
+    return NormalisedName(raw, cleaned, text, expanded, found_specimen, timed, absolute, True, alternatives)
 
 
 class SpellingCorrector:
@@ -217,64 +237,68 @@ class SpellingCorrector:
 # ---- units -------------------------------------------------------------------------------------
 
 def normalise_unit(unit: str | None) -> str:
+    """A canonical spelling for comparing units: 'gm/dl' -> 'g/dl', 'x10^3/uL' -> '10*3/ul', '/[HPF]' -> '/hpf'."""
     if not unit:
         return ""
     u = unicodedata.normalize("NFKC", unit).strip().lower()
     u = u.replace("µ", "u").replace("μ", "u").replace("mcg", "ug").replace("³", "3").replace("⁹", "9")
     u = re.sub(r"\(calc\.?\)|\(calculated\)|calc\.?$|\bfeu\b|\bddu\b", " ", u)
     u = re.sub(r"\s+", "", u)
+    u = re.sub(r"[\[\]{}]", "", u)
     u = u.replace("gms", "g").replace("gm", "g").replace("cumm", "ul").replace("cu.mm", "ul").replace("mm3", "ul")
     u = u.replace("cmm", "ul").replace("microl", "ul").replace("mcl", "ul").replace("^", "*").replace("x10", "10")
-    u = re.sub(r"^(?:thou|k|thousand|th)/", "10*3/", u)
-    u = re.sub(r"^(?:mill|million|mil|m)/", "10*6/", u)
+    u = re.sub(r"^(?:thou|k|thousand|th|thousands)/", "10*3/", u)
+    u = re.sub(r"^(?:mill|million|millions|mil|m)/", "10*6/", u)
     u = re.sub(r"^lakhs?/", "10*5/", u)
     u = re.sub(r"^10e(\d+)", r"10*\1", u)
     u = re.sub(r"^10(\d)/", r"10*\1/", u)
     u = u.replace("/hr", "/h").replace("/1sthr", "/h").replace("/1sth", "/h").replace("hrs", "h")
-    u = u.replace("iu/", "[iu]/").replace("[[iu]]", "[iu]").replace("u[iu]", "u[iu]")
-    u = u.strip("() ")
-    return u
+    u = u.replace("(24.h)", "24h").replace("/24hours", "/24h").replace("/24hr", "/24h").replace("/day", "/24h")
+    u = u.replace("1.73_m2", "1.73m2").replace("1.73sq.m", "1.73m2").replace("1.73sqm", "1.73m2")
+    return u.strip("() ")
 
 
 _UNIT_RULES: tuple[tuple[str, str], ...] = (
     (r"^%$|^percent", "percent"),
     (r"ml/min", "rate"),
-    (r"/(24h|day|d|24hours)$", "excretion"),
-    (r"/(hpf|lpf)$|^/?(hpf|lpf)$", "field"),
+    (r"/24h$|24h$", "excretion"),
+    (r"/(hpf|lpf)$|^(hpf|lpf)$", "field"),
     (r"^mm/h", "velocity"),
     (r"^(sec|s|secs|seconds|second|min|mins|minutes)$", "time"),
     (r"^fl$|^(um)\*?3$", "entvol"),
     (r"^pg$|^pg/cell$", "entmass"),
-    (r"^ratio$|^index$|^inr$|^mg/g$|^mg/mmol$|^mg/gcreat|^ug/mg|^g/g$", "ratio"),
+    (r"^ph$", "ph"),
+    (r"^ratio$|^index$|^inr$|^mg/g$|^mg/mmol$|^mg/gcreat|^ug/mg|^g/g$|^mg/mg$|^sg$|^s/co$|^coi$", "ratio"),
     (r"titer|titre|^1:", "titer"),
     (r"mosm", "osmol"),
     (r"mmhg", "pressure"),
-    (r"^10\*\d+/|^/ul$|^/l$|^cells/|^/nl$|^/mm|^#/|^count", "count"),
+    (r"copies|^10\*\d+/|^/ul$|^/l$|^cells/|^/nl$|^/mm|^#/|^count|^/100", "count"),
     (r"mol/|eq/", "molar"),
-    (r"^(n|u|m|k)?(\[iu\]|u)/|^u/l$|^iu/", "activity"),
-    (r"^(k|m|u|n|p|f)?g/|^g%|^mg%", "mass"),
+    (r"^(n|u|m|k)?(iu|u|au|eu|gpl|mpl)/|^(iu|u|au)$|^gpl|^mpl", "activity"),
+    (r"^(k|m|u|n|p|f)?g/|^g%|^mg%|^gm%", "mass"),
     (r"^ml$|^l$", "volume"),
 )
 
 # Which LOINC properties a unit class is compatible with.
 UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
-    "percent": frozenset({"NFr", "MFr", "VFr", "SFr", "CFr", "Fr", "NFR", "RelRto"}),
-    "mass": frozenset({"MCnc", "MCncDiff", "MCncSq", "MRto"}),
-    "molar": frozenset({"SCnc", "SCncDiff", "Osmol", "SRto"}),
-    "count": frozenset({"NCnc", "Num"}),
-    "activity": frozenset({"CCnc", "ACnc", "CAct", "CCncDiff", "EntCat", "AVol", "Titr", "ACncDiff"}),
+    "percent": frozenset({"NFr", "MFr", "VFr", "SFr", "CFr", "Fr", "RelRto", "DistWidth", "Ratio", "NFR"}),
+    "mass": frozenset({"MCnc", "MSCnc", "EntMCnc", "MCncDiff", "MRto"}),
+    "molar": frozenset({"SCnc", "MSCnc", "Osmol", "SRto"}),
+    "count": frozenset({"NCnc", "Num", "Ratio"}),
+    "activity": frozenset({"CCnc", "ACnc", "CAct", "EntCat", "Titr", "ACncDiff"}),
     "ratio": frozenset({"Ratio", "MRto", "SRto", "RelRto", "MFr", "NRto", "Rden", "RelTime", "VRto", "INR"}),
     "time": frozenset({"Time", "RelTime"}),
-    "entvol": frozenset({"EntVol"}),
-    "entmass": frozenset({"EntMass", "EntMCnc"}),
+    "entvol": frozenset({"EntVol", "EntMeanVol", "DistWidth"}),
+    "entmass": frozenset({"EntMass"}),
     "velocity": frozenset({"Vel"}),
-    "rate": frozenset({"VRat", "ArVRat", "VRatDiff"}),
-    "excretion": frozenset({"MRat", "SRat", "CRat", "NRat", "VRat"}),
+    "rate": frozenset({"VRat", "ArVRat"}),
+    "excretion": frozenset({"MRat", "SRat", "CRat", "NRat", "VRat", "Vol"}),
     "field": frozenset({"Naric", "NFld", "NCnc", "Num", "PrThr", "Prid"}),
     "titer": frozenset({"Titr", "ACnc", "PrThr"}),
     "osmol": frozenset({"Osmol", "SCnc"}),
     "pressure": frozenset({"PPres"}),
     "volume": frozenset({"Vol"}),
+    "ph": frozenset({"LsCnc", "pH"}),
 }
 
 
