@@ -11,7 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from opsctl import render
-from opsctl.errors import OpsError, is_unsupported
+from opsctl.errors import AWS_ERRORS, OpsError, is_unsupported
 from opsctl.options import DlqUrlOpt, JsonOpt, PriorityQueueUrlOpt, QueueUrlOpt, examples
 from opsctl.queues import queue_attributes, queue_name
 from opsctl.state import State, get_state
@@ -116,7 +116,7 @@ def move_task_supported(state: State, dlq_arn: str) -> bool:
     try:
         state.client("sqs", retries=False).list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1)
         return True
-    except (ClientError, BotoCoreError) as error:
+    except AWS_ERRORS as error:
         if is_unsupported(error):
             return False
         raise

@@ -14,7 +14,7 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from opsctl import render
-from opsctl.errors import OpsError, describe, error_code, is_unsupported
+from opsctl.errors import AWS_ERRORS, OpsError, describe, error_code, is_unsupported
 from opsctl.options import ClusterOpt, DlqUrlOpt, JsonOpt, LogGroupOpt, QueueUrlOpt, ServiceOpt, examples
 from opsctl.queues import queue_attributes, queue_name
 from opsctl.resources import DB_PASSWORD_PARAM, ssm_parameter_names
@@ -156,7 +156,7 @@ def allowed_actions(state: State, role_arn: str, actions: list[str]) -> tuple[di
                                                                                 ActionNames=actions)
         return {r["EvalActionName"]: r["EvalDecision"] == "allowed" for r in response["EvaluationResults"]}, \
             "simulated"
-    except (ClientError, BotoCoreError) as error:
+    except AWS_ERRORS as error:
         if not (is_unsupported(error) or error_code(error) in {"AccessDenied", "AccessDeniedException"}):
             raise
     statements = [s for document in _policy_documents(state, role_arn.rsplit("/", 1)[-1])

@@ -31,6 +31,10 @@ UNSUPPORTED_CODES = {"500", "InternalFailure", "InvalidAction", "UnknownOperatio
                      "UnsupportedOperation", "NotImplemented", "NotImplementedError", "501", "404"}
 
 
+# What a call to an API the endpoint may lack can raise (moto answers an HTML 500 for some protocols).
+AWS_ERRORS = (ClientError, BotoCoreError, ResponseParserError)
+
+
 class OpsError(Exception):
     """A failed operation or check: printed as one line, exit code ``code`` (1 by default)."""
 
@@ -94,6 +98,8 @@ def describe(error: BaseException) -> tuple[str, str | None, int]:
         elif is_unsupported(error):
             hint = "this endpoint does not support the operation"
         return _first_line(f"{operation} failed: {code}: {message}" if operation else f"{code}: {message}"), hint, 1
+    if isinstance(error, ResponseParserError):
+        return _first_line(str(error))[:160], "the endpoint gave an answer botocore cannot parse (AWS_ENDPOINT_URL?)", 1
     if isinstance(error, BotoCoreError):
         return _first_line(str(error)), "check your AWS configuration (--profile, --region)", 1
     message = _first_line(f"unexpected error: {type(error).__name__}: {error}")

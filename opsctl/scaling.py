@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
 
 from opsctl import render
-from opsctl.errors import is_unsupported
+from opsctl.errors import AWS_ERRORS, is_unsupported
 from opsctl.options import ClusterOpt, JsonOpt, ServiceOpt, examples
 from opsctl.state import State, get_state
 
@@ -35,7 +34,7 @@ def scaling_activities(state: State, resource_id: str) -> list[dict] | None:
     try:
         response = state.client("application-autoscaling", retries=False).describe_scaling_activities(
             ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension="ecs:service:DesiredCount", MaxResults=5)
-    except (ClientError, BotoCoreError) as error:
+    except AWS_ERRORS as error:
         if is_unsupported(error):
             return None
         raise

@@ -6,10 +6,10 @@ import time
 from typing import Annotated
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from opsctl import render
-from opsctl.errors import OpsError, is_unsupported
+from opsctl.errors import AWS_ERRORS, OpsError, is_unsupported
 from opsctl.options import ClusterOpt, JsonOpt, ServiceOpt, examples
 from opsctl.state import State, get_state
 
@@ -44,7 +44,7 @@ def task_protection(state: State, cluster: str, task_arns: list[str]) -> tuple[d
         return {}, None
     try:
         response = state.client("ecs", retries=False).get_task_protection(cluster=cluster, tasks=task_arns)
-    except (ClientError, BotoCoreError) as error:
+    except AWS_ERRORS as error:
         if is_unsupported(error):
             return {}, "task protection: not available from this endpoint"
         return {}, f"task protection: {error}"
