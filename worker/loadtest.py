@@ -312,6 +312,7 @@ class PlannedMessage:
     body: str | None = None
     attributes: dict | None = None
     marker: str | None = None  # poison messages carry a unique marker in their body
+    job: object | None = None  # a built job (LabCategorizationJob), sent twice as a duplicate
 
 
 @dataclass
@@ -380,9 +381,8 @@ def plan_workload(jobs: int, seed: int = 2026, poison_per_kind: int | None = Non
     for target in dup_targets:
         job = new_job(target.user_id, target.document_id, target.tests)
         target.kind = "job_raw"
-        target.body, target.attributes = job.to_body(), job.message_attributes()
-        messages.append(PlannedMessage("duplicate", target.document_id, target.user_id, target.tests,
-                                       body=target.body, attributes=target.attributes))
+        target.job = job
+        messages.append(PlannedMessage("duplicate", target.document_id, target.user_id, target.tests, job=job))
     poison: dict[str, str] = {}
     for number in range(poison_per_kind):
         for kind in POISON_KINDS:
@@ -416,17 +416,17 @@ def plan_workload(jobs: int, seed: int = 2026, poison_per_kind: int | None = Non
     return Workload(messages=messages, expected=expected, poison=poison, duplicates=len(dup_targets))
 
 
-def send_workload(workload: Workload, queue_url: str, sqs, stop: threading.Event) -> dict[str, int]:
-    """Send every planned message: good jobs through the producer client, the rest raw."""
+def send_workload(messages: list[PlannedMessage], queue_url: str, sqs) -> dict[str, int]:
+    """Send planned messages: good jobs through the producer client, the rest raw."""
     from worker.producer import MLWorkerClient
 
     client = MLWorkerClient(queue_url=queue_url, enabled=True, sqs=sqs)
     sent: Counter = Counter()
-    for message in workload.messages:
-        if stop.is_set():
-            break
+    for message in messages:
         if message.kind == "job":
             client.send_lab_categorization_job(message.user_id, message.document_id, message.tests)
+        elif message.job is not None:  # an original whose duplicate follows, or the duplicate
+            client.send_job(message.job)
         else:
             kwargs = {"QueueUrl": queue_url, "MessageBody": message.body}
             if message.attributes:
@@ -439,8 +439,16 @@ def send_workload(workload: Workload, queue_url: str, sqs, stop: threading.Event
 # --------------------------------------------------------------------------------------------
 # worker processes
 
-BUSY_PATTERN = re.compile(r"received", re.IGNORECASE)
-IDLE_PATTERN = re.compile(r"deleted|completed|released", re.IGNORECASE)
+# The consumer logs "messages received" (with a count) when a batch arrives: the batch is in work from then on.
+BUSY_PATTERN = re.compile(r"messages received", re.IGNORECASE)
+READY_PATTERN = re.compile(r"worker ready", re.IGNORECASE)
+# Log events counted across all workers, to show which paths the faults exercised.
+EVENT_PATTERNS = {
+    "retried": re.compile(r'"message": "message will be retried"'),
+    "released": re.compile(r'"message": "message released"'),
+    "dead_lettered": re.compile(r'"message": "message dead-lettered"'),
+    "duplicate_acks": re.compile(r'"message": "job already done'),
+}
 
 
 class WorkerProcess:
@@ -449,13 +457,15 @@ class WorkerProcess:
     ``busy`` is set when the worker logs that it received messages: that is "mid-batch".
     """
 
-    def __init__(self, slot: int, env: dict[str, str], log_dir: Path):
+    def __init__(self, slot: int, env: dict[str, str], log_dir: Path, events: Counter | None = None):
         self.slot = slot
+        self.events = events if events is not None else Counter()
         self.env = env
         self.log_dir = log_dir
         self.generation = 0
         self.process: subprocess.Popen | None = None
         self.busy = threading.Event()
+        self.ready = threading.Event()
         self.started_at = 0.0
         self.log_path: Path | None = None
         self._reader: threading.Thread | None = None
@@ -463,9 +473,11 @@ class WorkerProcess:
     def start(self) -> None:
         self.generation += 1
         self.busy.clear()
+        self.ready.clear()
         self.log_path = self.log_dir / f"worker{self.slot}.{self.generation}.log"
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "worker"], env=self.env,
+        env = {**self.env, "ML_WORKER_HEALTH_FILE": str(self.log_dir / f"health-{self.slot}")}
+        self.process = subprocess.Popen([sys.executable, "-m", "worker"], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         self._reader = threading.Thread(target=self._read, args=(self.process, self.log_path),
@@ -478,18 +490,17 @@ class WorkerProcess:
                 sink.write(line)
                 sink.flush()
                 text = line.decode("utf-8", "replace")
-                if BUSY_PATTERN.search(text) and not re.search(r"\b0 messages|\"count\": 0", text):
+                if BUSY_PATTERN.search(text) and '"count": 0' not in text:
                     self.busy.set()
-                elif IDLE_PATTERN.search(text):
-                    pass
+                elif READY_PATTERN.search(text):
+                    self.ready.set()
+                for event, pattern in EVENT_PATTERNS.items():
+                    if pattern.search(text):
+                        self.events[event] += 1
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-    def wait_busy(self, timeout: float) -> bool:
-        self.busy.clear()
-        return self.busy.wait(timeout)
 
     def kill(self) -> None:
         if self.alive:
@@ -543,6 +554,7 @@ def worker_environment(endpoint: str, queue_url: str, dlq_url: str, database_url
         "ML_WORKER_VISIBILITY_TIMEOUT": str(visibility_timeout),
         "ML_WORKER_SHUTDOWN_DEADLINE": str(shutdown_deadline),
         "DATABASE_URL": database_url,
+        "ML_WORKER_STATS_INTERVAL": "15",
         "LOG_LEVEL": "INFO",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -557,13 +569,15 @@ def worker_environment(endpoint: str, queue_url: str, dlq_url: str, database_url
     return env
 
 
-def migrate(env: dict[str, str], timeout: float = 180) -> None:
-    """Bring the schema up once before the workers start (``python -m worker db upgrade``)."""
-    result = subprocess.run([sys.executable, "-m", "worker", "db", "upgrade"], env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"python -m worker db upgrade failed ({result.returncode}):\n"
-                           f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+def migrate(database_url: str) -> None:
+    """Bring the schema to head once before the workers start (each worker would, under a lock)."""
+    from worker.store.db import make_engine, upgrade
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,8 +600,7 @@ def done_documents(engine, documents: set[int] | None = None) -> int:
 
     with engine.connect() as connection:
         rows = connection.execute(sqlalchemy.text(
-            "select distinct r.document_id from lab_test_results r join lab_jobs j on j.job_id = r.job_id "
-            "where j.status = 'done'")).all()
+            "select distinct document_id from lab_jobs where status = 'done'")).all()
     found = {row[0] for row in rows}
     return len(found & documents) if documents is not None else len(found)
 
@@ -710,6 +723,7 @@ class LoadReport:
     verdict: Verdict
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    events: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -724,6 +738,7 @@ class LoadReport:
                 f"dlq={v.poison_in_dlq}/{self.poison} poison"
                 f"{'' if not v.good_in_dlq else f' +{v.good_in_dlq} good'} "
                 f"queues_left={sum(v.queue_left)} wall={self.wall_s:.1f}s "
+                f"[worker events: {', '.join(f'{k}={self.events.get(k, 0)}' for k in EVENT_PATTERNS)}] "
                 f"result={'PASS' if self.ok else 'FAIL'}")
 
 
@@ -761,7 +776,6 @@ def run_load(config: LoadConfig) -> LoadReport:
     faults: Counter = Counter()
     notes: list[str] = []
     workers: list[WorkerProcess] = []
-    stop_sending = threading.Event()
     with ExitStack() as cleanup, _signals_raise():
         moto = MotoServer(work_dir / "moto.log")
         moto.start()
@@ -793,15 +807,16 @@ def run_load(config: LoadConfig) -> LoadReport:
 
         env = worker_environment(moto.endpoint, queue_url, dlq_url, proxied_url(database_url, proxy.port),
                                  config.visibility_timeout, config.shutdown_deadline)
-        migrate(env)
+        migrate(database_url)
         workload = plan_workload(config.jobs, seed=config.seed)
         faults["poison"] = len(workload.poison)
         faults["duplicate_sends"] = workload.duplicates
         log(f"workload: {len(workload.expected)} jobs, {workload.tests} tests, "
             f"{len(workload.messages)} messages ({len(workload.poison)} poison, {workload.duplicates} duplicates)")
 
+        events: Counter = Counter()
         for slot in range(config.workers):
-            worker = WorkerProcess(slot, env, work_dir)
+            worker = WorkerProcess(slot, env, work_dir, events)
             worker.start()
             workers.append(worker)
 
@@ -810,13 +825,17 @@ def run_load(config: LoadConfig) -> LoadReport:
                 worker.stop()
 
         cleanup.callback(stop_workers)
-        sent: dict[str, int] = {}
-        sender = threading.Thread(target=lambda: sent.update(send_workload(workload, queue_url, sqs, stop_sending)),
-                                  name="sender", daemon=True)
-        sender.start()
-        cleanup.callback(stop_sending.set)
         documents = set(workload.expected)
         total = len(documents)
+        # The messages go out in phases; each fault is injected while a fresh phase is in work,
+        # so that it hits a batch in flight whatever N is.
+        cuts = [0, int(len(workload.messages) * 0.4), int(len(workload.messages) * 0.6),
+                int(len(workload.messages) * 0.8), len(workload.messages)]
+        phases = [workload.messages[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+        sent: Counter = Counter()
+
+        def send_phase(number: int) -> None:
+            sent.update(send_workload(phases[number], queue_url, sqs))
 
         def progress() -> int:
             try:
@@ -826,56 +845,82 @@ def run_load(config: LoadConfig) -> LoadReport:
 
         def finished() -> bool:
             visible, in_flight, delayed = queue_counts(sqs, queue_url)
-            return (not sender.is_alive() and visible + in_flight + delayed == 0
-                    and progress() >= total)
+            return visible + in_flight + delayed == 0 and progress() >= total
 
         def remaining() -> float:
             return hard_deadline - time.monotonic()
-
-        def wait_progress(fraction: float) -> bool:
-            target = max(1, int(total * fraction))
-            return wait_until(lambda: progress() >= target or remaining() < 60, max(0.0, remaining() - 60), 1.0) \
-                and remaining() >= 60
 
         def ensure_alive() -> None:
             for worker in workers:
                 if not worker.alive:
                     notes.append(f"worker {worker.slot} exited by itself with {worker.process.returncode}; "
-                                 f"restarted. Last lines:\n{worker.tail()}")
+                                 f"restarted. Last lines:\n{worker.tail(6)}")
                     log(notes[-1])
                     worker.start()
 
-        if config.faults and config.workers >= 1:
-            # 1. SIGKILL a worker the moment it reports a received batch, then restart it.
-            if wait_progress(0.15):
-                victim = workers[0]
-                caught = victim.wait_busy(timeout=min(60, remaining()))
+        def wait_ready(timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            for worker in workers:
+                while not worker.ready.wait(1.0) and time.monotonic() < deadline:
+                    ensure_alive()
+
+        def next_busy(timeout: float, clear: bool = True) -> WorkerProcess | None:
+            """The first worker to report a received batch from now on."""
+            for worker in workers:
+                if clear:
+                    worker.busy.clear()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for worker in workers:
+                    if worker.busy.is_set() and worker.alive:
+                        return worker
+                time.sleep(0.005)
+            return None
+
+        wait_ready(min(300, remaining()))
+        log("workers ready")
+        for worker in workers:
+            worker.busy.clear()
+        send_phase(0)
+        log(f"phase 1 sent ({len(phases[0])} messages)")
+        if config.faults:
+            # 1. SIGKILL the first worker seen taking a batch, then restart it (as ECS would).
+            victim = next_busy(min(120, remaining()), clear=False)
+            if victim is not None:
                 victim.kill()
                 faults["sigkill"] += 1
-                log(f"SIGKILL worker 0 ({'mid-batch' if caught else 'not seen busy within 60 s'})")
-                time.sleep(1)
+                log(f"SIGKILL worker {victim.slot} mid-batch")
                 victim.start()
-            ensure_alive()
-            # 2. SIGTERM another worker mid-batch, check it exits cleanly in time, restart it.
-            if wait_progress(0.35):
-                victim = workers[1 % len(workers)]
-                caught = victim.wait_busy(timeout=min(60, remaining()))
+            else:
+                notes.append("SIGKILL skipped: no worker took a batch within 120 s")
+        send_phase(1)
+        log(f"phase 2 sent ({len(phases[1])} messages)")
+        if config.faults:
+            # 2. SIGTERM the next worker seen taking a batch: it must exit 0 within its deadline.
+            victim = next_busy(min(120, remaining()))
+            if victim is not None:
                 code, took = victim.terminate(config.shutdown_deadline + 15)
                 faults["sigterm"] += 1
-                log(f"SIGTERM worker {victim.slot} ({'mid-batch' if caught else 'idle'}): "
-                    f"exit {code} after {took:.1f} s")
+                log(f"SIGTERM worker {victim.slot} mid-batch: exit {code} after {took:.1f} s")
                 if code != 0:
-                    notes.append(f"SIGTERM'd worker exited with {code} after {took:.1f} s")
+                    notes.append(f"the SIGTERM'd worker exited with {code} after {took:.1f} s")
                 victim.start()
-            ensure_alive()
-            # 3. The database refuses connections for a while.
-            if wait_progress(0.55):
-                proxy.down()
-                faults["db_outage"] += 1
-                log(f"database down for {config.outage_s:.0f} s (connections refused)")
-                time.sleep(config.outage_s)
-                proxy.up()
-                log(f"database back ({proxy.connections_cut} connections cut)")
+            else:
+                notes.append("SIGTERM skipped: no worker took a batch within 120 s")
+            wait_ready(min(300, remaining()))
+        send_phase(2)
+        log(f"phase 3 sent ({len(phases[2])} messages)")
+        if config.faults:
+            # 3. The database refuses connections (and open ones are cut) while a batch is in work.
+            next_busy(min(120, remaining()))
+            proxy.down()
+            faults["db_outage"] += 1
+            log(f"database down for {config.outage_s:.0f} s (connections refused)")
+            time.sleep(config.outage_s)
+            proxy.up()
+            log(f"database back ({proxy.connections_cut} connections cut)")
+        send_phase(3)
+        log(f"phase 4 sent ({len(phases[3])} messages); sent {dict(sent)}")
         # Wait for the end: every good job done and the main queue empty.
         last_progress = -1
         while remaining() > 0:
@@ -889,13 +934,13 @@ def run_load(config: LoadConfig) -> LoadReport:
             time.sleep(2)
         else:
             notes.append(f"timed out after {timeout:.0f} s")
-        sender.join(timeout=30)
         wall = time.monotonic() - began
         for worker in workers:
             worker.stop()
         verdict = verify(engine, sqs, queue_url, dlq_url, workload)
         report = LoadReport(jobs=len(workload.expected), tests=workload.tests, messages=len(workload.messages),
-                            poison=len(workload.poison), faults=dict(faults), verdict=verdict, wall_s=wall, notes=notes)
+                            poison=len(workload.poison), faults=dict(faults), verdict=verdict, wall_s=wall,
+                            notes=notes, events=dict(events))
         if not report.ok or config.keep:
             config.keep = True
             log(f"keeping worker logs in {work_dir}")
