@@ -38,6 +38,7 @@ class OpsGroup(TyperGroup):
 
 
 app = typer.Typer(
+    name="opsctl",
     cls=OpsGroup,
     help="Operate the ML worker: queues, DLQ, logs, service, scaling, deploys.",
     no_args_is_help=True,
