@@ -30,6 +30,7 @@ import numpy as np
 
 from worker.mapping.model import load_sentence_model, model_identity, model_label, resolve_index_dir, resolve_model
 from worker.mapping.normalize import (
+    STOPWORDS,
     UNIT_CLASS_PROPERTIES,
     Lexicon,
     NormalisedName,
@@ -121,6 +122,13 @@ def entry_aliases(entry: ReferenceEntry) -> list[str]:
         if match:
             aliases.append(match.group(1))
     return aliases
+
+
+def token_key(text: str) -> str:
+    """Word order and plural '-s' ignored: 'Protein, Total' ~ 'total proteins', 'Blood, Occult' ~ 'occult blood'."""
+    words = [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")) else w
+             for w in text.split() if w not in STOPWORDS]
+    return " ".join(sorted(words))
 
 
 def concept_key(component_alias: str) -> str:
@@ -275,6 +283,7 @@ class MappingEngine:
                 if text:
                     aliases.append((text, i))
                     self._exact.setdefault(text, set()).add(i)
+                    self._exact.setdefault(token_key(text), set()).add(i)
             corrector_words.update(basic_clean(entry.long_common_name).split())
         for term in set(lex.abbreviations) | set(lex.abbreviations.values()) | set(lex.spellings.values()):
             corrector_words.update(term.split())
@@ -285,6 +294,7 @@ class MappingEngine:
             for text in {norm.text, norm.expanded}:
                 if text:
                     self._synonym_terms.setdefault(text, set()).add(i)
+                    self._synonym_terms.setdefault(token_key(text), set()).add(i)
                     aliases.append((text, i))
             corrector_words.update(norm.cleaned.split())
         self.corrector = SpellingCorrector(corrector_words)
@@ -367,19 +377,25 @@ class MappingEngine:
             synonym: set[int] = set()
             for readings in ((norm.expanded, norm.text), norm.alternatives):
                 for reading in readings:  # the whole name first; its bracketed parts only if it found nothing
-                    exact.update(self._exact.get(reading, ()))
-                    synonym.update(self._synonym_terms.get(reading, ()))
+                    for key in (reading, token_key(reading)):
+                        exact.update(self._exact.get(key, ()))
+                        synonym.update(self._synonym_terms.get(key, ()))
                 if exact or synonym:
                     break
             # a synonym names a concept and its usual variant: every variant of the concept is a direct
             # match, so that unit, specimen and method evidence can still pick another variant
             for i in list(synonym):
-                exact.update(self._concept_members[i])
+                group = system_group(self.reference.entries[i].system)
+                exact.update(j for j in self._concept_members[i]
+                             if system_group(self.reference.entries[j].system) == group)
             ids = set(map(int, top_e)) | set(map(int, top_l)) | exact | synonym
             # variants of one concept (units, specimens, methods) share its best name similarity:
             # the embedding finds the concept, the unit/specimen/method evidence picks the variant
             concept_emb = {i: max(float(e[j]) for j in self._concept_members[i]) for i in ids}
-            evidence = _Evidence({i: float(lx[i]) for i in ids}, concept_emb, exact, synonym)
+            lexical = {i: float(lx[i]) for i in ids}
+            for i in exact | synonym:  # an exact or synonym name match is a perfect name match
+                lexical[i] = concept_emb[i] = 1.0
+            evidence = _Evidence(lexical, concept_emb, exact, synonym)
             self._remember(self._evidence, norm.lookup_key, evidence)
 
     def _lexical_scores(self, texts: list[str]) -> np.ndarray:
@@ -447,9 +463,9 @@ class MappingEngine:
         elif wanted == "fluid":
             adj += 0.03 if group in ("fluid", "pleural", "peritoneal", "synovial") else (
                 -0.10 if group == "blood" else -0.25)
-        else:
+        else:  # an explicit urine, stool, CSF or body-fluid specimen: other systems are near impossible
             adj += 0.05 if group == wanted else (-0.08 if group == "fluid" and wanted in (
-                "pleural", "peritoneal", "synovial") else -0.28)
+                "pleural", "peritoneal", "synovial") else -0.5)
         timed = "24 hour" in entry.long_common_name.lower()
         if norm.timed_24h:
             adj += 0.10 if timed else -0.06
@@ -470,10 +486,8 @@ class MappingEngine:
             adj -= 0.04
         return adj
 
-    def _decide(self, query: LabTestQuery, norm: NormalisedName) -> MappingResult:
-        if not norm.is_test or not norm.expanded:
-            return MappingResult(category=OTHERS, loinc_code=None, loinc_name=None, confidence=0.0,
-                                 match_method="none", candidates=(), needs_review=False)
+    def _rank(self, query: LabTestQuery, norm: NormalisedName) -> tuple[list[tuple[float, int, str, bool]], dict]:
+        """Candidates best first (score, entry index, method, direct) and the confidence features of the best."""
         evidence = self._evidence[norm.lookup_key]
         uclass = unit_class(query.unit)
         unit_norm = normalise_unit(query.unit)
@@ -484,25 +498,48 @@ class MappingEngine:
             lex = evidence.lexical[i]
             emb = evidence.embedding[i]
             base = 0.45 * lex + 0.55 * max(emb, 0.0)
-            if i in evidence.exact or i in evidence.synonym:
+            direct = i in evidence.exact or i in evidence.synonym
+            if direct:
                 base += 0.30
             if i in evidence.synonym:
                 base += 0.05  # the variant a report usually means
-            direct = i in evidence.exact or i in evidence.synonym
             method = ("synonym" if i in evidence.synonym or norm.text != norm.expanded else "exact") if direct else (
                 "lexical" if lex >= emb else "embedding")
             score = base + self._adjustment(entry, norm, uclass, unit_norm, qualitative)
             scored.append((score, i, method, direct))
+        scored.sort(key=lambda s: (-s[0], s[1]))
+        if not scored:
+            return scored, {}
+        best_score, best_i, _, direct = scored[0]
+        runner_up = scored[1][0] if len(scored) > 1 else 0.0
+        other_concept = next((s for s, i, _, _ in scored[1:] if self._concept[i] != self._concept[best_i]), 0.0)
+        features = {"score": best_score, "margin": best_score - runner_up, "concept_margin": best_score - other_concept,
+                    "direct": direct, "has_unit": uclass is not None}
+        return scored, features
+
+    def ranking_features(self, queries: Sequence[LabTestQuery]) -> list[tuple[str | None, dict]]:
+        """For calibration: each query's top-1 code (before abstention) and its confidence features."""
+        norms = [self.normalise(q) for q in queries]
+        self._gather_evidence(list({n.lookup_key: n for n in norms if n.is_test and n.expanded}.values()))
+        out: list[tuple[str | None, dict]] = []
+        for query, norm in zip(queries, norms, strict=True):
+            if not norm.is_test or not norm.expanded:
+                out.append((None, {}))
+                continue
+            scored, features = self._rank(query, norm)
+            out.append((self.reference.entries[scored[0][1]].code if scored else None, features))
+        return out
+
+    def _decide(self, query: LabTestQuery, norm: NormalisedName) -> MappingResult:
+        if not norm.is_test or not norm.expanded:
+            return MappingResult(category=OTHERS, loinc_code=None, loinc_name=None, confidence=0.0,
+                                 match_method="none", candidates=(), needs_review=False)
+        scored, features = self._rank(query, norm)
         if not scored:
             return MappingResult(self._fallback_category(norm), None, None, 0.0, "none", (), True)
-        scored.sort(key=lambda s: (-s[0], s[1]))
-        best_score, best_i, method, direct = scored[0]
+        best_score, best_i, method, _ = scored[0]
         best = self.reference.entries[best_i]
-        runner_up = scored[1][0] if len(scored) > 1 else 0.0
-        other_concept = next((s for s, i, _, _ in scored[1:]
-                              if self._concept[i] != self._concept[best_i]), 0.0)
-        confidence = self.calibration.confidence(best_score, best_score - runner_up, best_score - other_concept,
-                                                 direct, uclass is not None)
+        confidence = self.calibration.confidence(**features)
         candidates = tuple(self.reference.entries[i].code for _, i, _, _ in scored[:5])
         if confidence >= self.calibration.threshold:
             return MappingResult(best.category, best.code, best.long_common_name, round(confidence, 4), method,

@@ -34,7 +34,8 @@ SPECIMEN_PHRASES: tuple[tuple[str, str], ...] = (
 # Words removed anywhere (they name the specimen, not the analyte).
 SERUM_WORDS = ("serum", "plasma", "sr", "ser", "ser/plas")
 # Phrases in which "blood" is part of the analyte and must stay.
-BLOOD_PROTECTED = ("occult blood", "red blood", "white blood", "blood group", "blood grouping", "blood cells")
+BLOOD_PROTECTED = ("occult blood", "blood occult", "red blood", "white blood", "blood group", "blood grouping",
+                   "blood cells")
 
 TIMED_24H = re.compile(r"\b(?:24|twenty four)\s*-?\s*(?:h|hr|hrs|hour|hours)\b")
 PAGE_PATTERN = re.compile(r"^\s*page\s*\d+(\s*(of|/)\s*\d+)?\s*$")
@@ -81,6 +82,7 @@ def basic_clean(text: str) -> str:
     text = text.replace("µ", "u").replace("μ", "u")
     text = FOOTNOTE_CHARS.sub(" ", text)
     text = text.replace("&", " and ").replace("'", "").replace("’", "")
+    text = re.sub(r"\s:\s", "/", text)  # "BUN : Creatinine" is a ratio
     text = NON_WORD.sub(" ", text)
     text = re.sub(r"\s*/\s*", "/", text)
     text = re.sub(r"(?<![a-z0-9])/|/(?![a-z0-9])", " ", text)
@@ -190,17 +192,26 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     methods = {k: v for k, v in lexicon.methods.items()}
     stripped = _phrase_sub(text, methods)
     text = stripped if stripped.strip() else text
-    text = re.sub(r"\b(?:spot|random)\b", " ", text) if found_specimen == "urine" else text
+    if found_specimen == "urine":  # the collection, not the analyte: "Urine Sugar - Fasting", "Spot urine"
+        text = re.sub(r"\b(?:spot|random|fasting|pp|post prandial|postprandial|early morning|first morning)\b",
+                      " ", text)
     text = re.sub(rf"^(?:(?:{'|'.join(STOPWORDS)})\s+)+|(?:\s+(?:{'|'.join(STOPWORDS)}))+$", "", text.strip())
     text = SPACES.sub(" ", text).strip() or cleaned
     expanded = _phrase_sub(text, lexicon.abbreviations)
     expanded = " ".join(dict.fromkeys(expanded.split()))  # "ph ph" -> "ph"
     alternatives: tuple[str, ...] = ()
-    if _alternatives and PARENTHESES.search(raw):
+    parts: list[str] = []
+    if PARENTHESES.search(raw):
         # "Mean Corpuscular Volume (MCV)": the name outside the brackets and the bracketed part
         # are looked up on their own as well
-        outside = PARENTHESES.sub(" ", raw)
-        parts = [outside] + PARENTHESES.findall(raw)
+        parts = [PARENTHESES.sub(" ", raw)] + PARENTHESES.findall(raw)
+    elif "/" in raw and "ratio" not in cleaned and re.search(r"\s/|/\s", raw):
+        parts = raw.split("/")  # "SGOT / AST": two names for one test
+    if _alternatives and re.search(r"\btotal\b", text):
+        parts.append(re.sub(r"\btotal\b", " ", raw, flags=re.IGNORECASE))  # "Alkaline Phosphatase, Total"
+    if _alternatives and re.search(r"[a-z]/[a-z]", text) and "ratio" not in text:
+        parts.append(raw + " ratio")  # "BUN : Creatinine", "Chol/HDL"
+    if _alternatives and parts:
         found = []
         for part in parts:
             sub = normalise_name(part, None, lexicon, vocabulary, _alternatives=False)
