@@ -252,8 +252,9 @@ def redrive(
 
     Uses SQS's message-move task where the endpoint supports it (and no --max is given);
     otherwise moves message by message, deleting from the DLQ only after the send succeeded,
-    so nothing is lost if it is interrupted. Messages the worker dead-lettered go back to the
-    queue recorded in their SourceQueueUrl (main or priority); the rest to the main queue.
+    so nothing is lost if it is interrupted. Moving message by message, a message the worker
+    dead-lettered goes back to the queue in its SourceQueueUrl (main or priority); everything
+    else, and everything the message-move task moves, goes to the main queue.
     """
     state = get_state(ctx, json_output, dlq_url=dlq_url, queue_url=queue_url, priority_queue_url=priority_queue_url)
     render.redrive(state, run_redrive(state, max_messages, dry_run))

@@ -21,12 +21,14 @@ from opsctl.resources import DB_PASSWORD_PARAM, ssm_parameter_names
 from opsctl.service import describe_service
 from opsctl.state import State, get_state
 
-# What the worker's task role must allow (consume the queue, dead-letter poison messages) and what
-# ECS needs from the execution role (pull the image, write logs, inject the SSM secrets).
+# What the worker's task role must allow (consume the queue, dead-letter poison messages, protect
+# itself from scale-in while busy) and what ECS needs from the execution role (pull the image,
+# write logs, inject the SSM secrets). The platform's policies grant exactly these.
 TASK_ROLE_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-                     "sqs:GetQueueAttributes", "sqs:SendMessage"]
-EXECUTION_ROLE_ACTIONS = ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                          "logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameters"]
+                     "sqs:GetQueueAttributes", "sqs:SendMessage", "ecs:UpdateTaskProtection"]
+EXECUTION_ROLE_ACTIONS = ["ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+                          "ecr:GetDownloadUrlForLayer", "logs:CreateLogStream", "logs:PutLogEvents",
+                          "ssm:GetParameters"]
 RECENT_LOGS_S = 24 * 3600
 
 
@@ -210,7 +212,11 @@ def check_logs(state: State) -> str:
     return f"{group}: events in the last 24h, last at {render.when(events[-1].get('timestamp'))}"
 
 
-def run_checks(state: State) -> list[Check]:
+CHECK_NAMES = ("aws identity", "service", "queue", "dlq", "base image", "worker image", "ssm parameters", "task role",
+               "execution role", "logs")
+
+
+def run_checks(state: State, only: list[str] | None = None) -> list[Check]:
     env = state.env
     checks: list[tuple[str, Callable[[], str]]] = [
         ("aws identity", lambda: check_identity(state)),
@@ -224,8 +230,11 @@ def run_checks(state: State) -> list[Check]:
         ("execution role", lambda: check_role(state, "execution")),
         ("logs", lambda: check_logs(state)),
     ]
+    assert [name for name, _ in checks] == list(CHECK_NAMES)
     results = []
     for name, run in checks:
+        if only and name not in only:
+            continue
         try:
             results.append(Check(name, True, run()))
         except Failed as failure:
@@ -246,7 +255,8 @@ def doctor(
     service: ServiceOpt = None,
     log_group: LogGroupOpt = None,
     json_output: JsonOpt = False,
-    only: Annotated[list[str] | None, typer.Option("--only", help="Run only these checks (repeatable).")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this check (repeatable): "
+                                                   + ", ".join(CHECK_NAMES) + ".")] = None,
 ) -> None:
     """Check the worker end to end; one line per check, exit 1 if any fails.
 
@@ -256,9 +266,11 @@ def doctor(
     """
     state = get_state(ctx, json_output, queue_url=queue_url, dlq_url=dlq_url, cluster=cluster, service=service,
                       log_group=log_group)
-    checks = run_checks(state)
-    if only:
-        checks = [c for c in checks if c.name in only]
+    unknown = sorted(set(only or []) - set(CHECK_NAMES))
+    if unknown:
+        raise typer.BadParameter(f"no check named {', '.join(unknown)}; checks: {', '.join(CHECK_NAMES)}",
+                                 param_hint="'--only'")
+    checks = run_checks(state, only)
     render.doctor(state, {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks],
                           "resources": state.resources.sources()})
     if not all(c.ok for c in checks):

@@ -96,15 +96,14 @@ def depth(
     """
     state = get_state(ctx, json_output, queue_url=queue_url, priority_queue_url=priority_queue_url,
                       dlq_url=dlq_url)
-    render.queue_depth(state, fetch_depth(state))
     if not watch:
+        render.queue_depth(state, fetch_depth(state))
         return
+
+    def table(data: dict):
+        return render.queue_table(data, f"{render.when(datetime.now(UTC))}; every {interval:g}s, Ctrl-C to stop")
+
     try:
-        while True:
-            time.sleep(interval)
-            data = fetch_depth(state)
-            if not state.json:
-                render.say(f"[dim]{render.when(datetime.now(UTC))}[/dim]")
-            render.queue_depth(state, data)
+        render.watch(state, lambda: fetch_depth(state), interval, table, time.sleep)
     except KeyboardInterrupt:
         return

@@ -88,14 +88,35 @@ def _table(title: str | None, *columns: str) -> Table:
 
 
 # -- queue ------------------------------------------------------------------------------------
-def queue_depth(state, data: dict) -> None:
-    if state.json:
-        return emit_json(data)
+def queue_table(data: dict, caption: str | None = None) -> Table:
     table = _table(None, "queue", "visible", "in flight", "delayed", "oldest")
+    table.caption = caption
     for q in data["queues"]:
         table.add_row(text(q["name"]), str(q["visible"]), str(q["in_flight"]), str(q["delayed"]),
                       age(q["oldest_age_s"]))
-    console().print(table)
+    return table
+
+
+def queue_depth(state, data: dict, caption: str | None = None) -> None:
+    if state.json:
+        return emit_json(data)
+    console().print(queue_table(data, caption))
+
+
+def watch(state, fetch, interval: float, table, sleep) -> None:
+    """Refresh a view until Ctrl-C: in place on a terminal; off one (or with --json), once per refresh."""
+    out = console()
+    if state.json or not out.is_terminal:
+        while True:
+            data = fetch()
+            emit_json(data) if state.json else out.print(table(data))
+            sleep(interval)
+    from rich.live import Live
+
+    with Live(table(fetch()), console=out, auto_refresh=False) as live:
+        while True:
+            sleep(interval)
+            live.update(table(fetch()), refresh=True)
 
 
 # -- dlq --------------------------------------------------------------------------------------
@@ -188,9 +209,10 @@ def log_events(state, events: list[dict]) -> None:
 
 
 # -- send-test --------------------------------------------------------------------------------
-def sent(state, data: dict) -> None:
+def sent(state, data: dict, final: bool) -> None:
+    """The send's receipt; with --json only when nothing follows (--wait prints one document at the end)."""
     if state.json:
-        return
+        return emit_json(data) if final else None
     console().print(escape(f"sent job {data['job_id']} as message {data['message_id']} to {data['queue_url']}"))
 
 

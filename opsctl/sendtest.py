@@ -91,17 +91,24 @@ def send(state: State, user_id: int, document_id: int, tests: list[Any], priorit
 
 # -- following the job --------------------------------------------------------------------------
 def _database(url: str):
-    """An engine that answers, and whose database has lab_jobs; None otherwise."""
+    """(engine, None) when the database answers and has lab_jobs; (None, why not) otherwise."""
     from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
     try:
         engine = create_engine(url, connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
+    except (SQLAlchemyError, ImportError, ValueError) as error:
+        return None, f"unusable database URL ({type(error).__name__})"
+    try:
         with engine.connect() as connection:
             connection.execute(text("select 1 from lab_jobs limit 1"))
-        return engine
-    except (SQLAlchemyError, ImportError, ValueError):
-        return None
+        return engine, None
+    except ProgrammingError:
+        engine.dispose()
+        return None, "the database has no lab_jobs table (worker migrations not run?)"
+    except (SQLAlchemyError, ImportError) as error:
+        engine.dispose()
+        return None, f"database not reachable ({type(error).__name__})"
 
 
 def follow_in_database(engine, job_id: str, timeout: float, interval: float) -> dict:
@@ -142,12 +149,16 @@ def follow_in_queue(state: State, sent: dict, timeout: float, interval: float, r
     """Without the database: the job is done once its queue is drained and it is not in the DLQ."""
     dlq_url = state.resources.get("dlq_url")
     deadline = time.monotonic() + timeout
+    polls = 0
     while True:
         attributes = queue_attributes(state, sent["queue_url"])
         waiting = sum(int(attributes.get(name, 0)) for name in (
             "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
             "ApproximateNumberOfMessagesDelayed"))
-        dead = _in_dlq(state, dlq_url, sent["job_id"], sent["message_id"])
+        # Looking into the DLQ receives its messages; do it when the queue drained, else now and then.
+        dead = _in_dlq(state, dlq_url, sent["job_id"], sent["message_id"]) \
+            if waiting == 0 or polls % 5 == 4 else None
+        polls += 1
         if dead:
             return {"job_id": sent["job_id"], "status": "dead-lettered", "via": "queue",
                     "detail": dead["failure_reason"] or "moved to the DLQ after repeated failures", "results": []}
@@ -188,18 +199,17 @@ def send_test(
     tests = load_tests(tests_file)
     state = get_state(ctx, json_output, queue_url=queue_url, priority_queue_url=priority_queue_url, dlq_url=dlq_url)
     sent = send(state, user_id, document_id, tests, priority.value)
-    render.sent(state, sent)
+    render.sent(state, sent, final=not wait)
     if not wait:
-        if state.json:
-            render.emit_json(sent)
         return
     url = database_url(db_url)
-    engine = _database(url) if url else None
+    engine, reason = _database(url) if url else (None, "no database configured")
     if engine is not None:
-        outcome = follow_in_database(engine, sent["job_id"], timeout, interval)
-        engine.dispose()
+        try:
+            outcome = follow_in_database(engine, sent["job_id"], timeout, interval)
+        finally:
+            engine.dispose()
     else:
-        reason = "database not reachable" if url else "no database configured"
         render.note(f"{reason}: following the job through the queue")
         outcome = follow_in_queue(state, sent, timeout, interval, reason)
     render.job_outcome(state, {**sent, **outcome})

@@ -14,13 +14,14 @@ ENV = "test"
 ACCOUNT = "123456789012"
 PREFIX = f"/zivohealth/{ENV}/ml_worker/"
 
-TASK_POLICY = {"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Resource": "*",
-    "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-               "sqs:GetQueueAttributes", "sqs:SendMessage"]}]}
+TASK_POLICY = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Resource": "*", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                                    "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]},
+    {"Effect": "Allow", "Resource": "*", "Action": "sqs:SendMessage"},
+    {"Effect": "Allow", "Resource": "*", "Action": "ecs:UpdateTaskProtection"}]}
 EXECUTION_POLICY = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Resource": "*", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage",
-                                                    "ecr:GetDownloadUrlForLayer"]},
+                                                    "ecr:GetDownloadUrlForLayer", "ecr:BatchCheck*"]},
     {"Effect": "Allow", "Resource": "*", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"]},
     {"Effect": "Allow", "Resource": f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/zivohealth/{ENV}/*",
      "Action": "ssm:GetParameter*"}]}

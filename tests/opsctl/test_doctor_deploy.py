@@ -32,7 +32,7 @@ def test_doctor_fails_with_one_line_and_a_hint_per_broken_check(stack, opsctl):
     stack.client("ecr").batch_delete_image(repositoryName="test-ml-worker", imageIds=[{"imageTag": "v1"}])
     stack.client("ssm").delete_parameter(Name="/zivohealth/test/database/password")
     stack.client("iam").put_role_policy(RoleName="test-ml-worker-task", PolicyName="queue", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"},
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["sqs:*", "ecs:*"], "Resource": "*"},
                                                 {"Effect": "Deny", "Action": "sqs:SendMessage", "Resource": "*"}]}))
     result = opsctl("doctor", "--json")
     assert result.exit_code == 1
@@ -81,6 +81,14 @@ def test_doctor_uses_the_policy_simulator_where_available(stack, opsctl, hook):
     assert checks["task role"]["ok"] and "(simulated)" in checks["task role"]["detail"]
     assert not checks["execution role"]["ok"] and "lacks ecr:BatchGetImage (simulated)" in \
         checks["execution role"]["detail"]
+
+
+def test_doctor_only_runs_the_named_checks(stack, opsctl):
+    result = opsctl("doctor", "--only", "dlq", "--only", "queue")
+    assert result.exit_code == 0, result.output
+    assert [line.split()[1] for line in result.stdout.splitlines()[:-1]] == ["queue", "dlq"]
+    unknown = opsctl("doctor", "--only", "vibes")
+    assert unknown.exit_code == 2 and "no check named vibes" in unknown.stderr
 
 
 # -- deploy -----------------------------------------------------------------------------------

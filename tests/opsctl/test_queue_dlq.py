@@ -79,6 +79,29 @@ def test_queue_depth_watch_refreshes_until_ctrl_c(stack, opsctl, monkeypatch):
     assert calls == [1.0, 1.0]
 
 
+def test_queue_depth_watch_updates_in_place_on_a_terminal(stack, opsctl, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    monkeypatch.setattr("opsctl.render.console", lambda stderr=False: Console(file=screen, force_terminal=True,
+                                                                              width=120))
+    calls = []
+
+    def sleep(seconds):
+        calls.append(seconds)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        stack.send(stack.queue_url, job(1))
+
+    monkeypatch.setattr("opsctl.queues.time.sleep", sleep)
+    result = opsctl("queue", "depth", "--watch")
+    assert result.exit_code == 0, result.output
+    assert "Ctrl-C to stop" in screen.getvalue() and "\x1b[" in screen.getvalue()  # a live, coloured view
+    assert calls == [5.0, 5.0]
+
+
 def test_missing_queue_is_one_line_error(stack, opsctl):
     stack.client("sqs").delete_queue(QueueUrl=stack.dlq_url)
     result = opsctl("queue", "depth")

@@ -55,7 +55,7 @@ def test_a_failing_pulumi_falls_through_to_the_naming_convention(make_stack, ops
     fake_pulumi(tmp_path, None, exit_code=255)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     assert main_queue(opsctl) == stack.queue_url
-    result = opsctl("doctor", "--json", "--only", "logs")
+    result = opsctl("doctor", "--json", "--only", "logs", "--only", "queue")
     sources = json.loads(result.stdout)["resources"]
     assert sources["queue_url"] == "queue named test-ml-worker-queue"
     assert sources["log_group"] == "naming convention"

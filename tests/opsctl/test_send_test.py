@@ -71,22 +71,31 @@ def test_send_test_to_a_missing_queue(stack, opsctl):
 
 
 @pytest.fixture
-def results_db(pg_url):
-    """The worker's two tables in a schema of their own (the search_path rides on the URL)."""
+def schema_url(pg_url):
+    """A schema of its own in the session's database (the search_path rides on the URL)."""
     import sqlalchemy
 
     schema = f"opsctl_{uuid.uuid4().hex[:8]}"
     engine = sqlalchemy.create_engine(pg_url)
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(f"create schema {schema}"))
-        connection.execute(sqlalchemy.text(f"set search_path to {schema}"))
+    yield f"{pg_url}?options=-csearch_path%3D{schema}"
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"drop schema {schema} cascade"))
+    engine.dispose()
+
+
+@pytest.fixture
+def results_db(schema_url):
+    """The worker's two tables, as its migrations create them (the columns opsctl reads)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(schema_url)
+    with engine.begin() as connection:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 connection.execute(sqlalchemy.text(statement))
-    url = f"{pg_url}?options=-csearch_path%3D{schema}"
-    yield url, sqlalchemy.create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(sqlalchemy.text(f"drop schema {schema} cascade"))
+    yield schema_url, engine
     engine.dispose()
 
 
@@ -138,7 +147,7 @@ def test_send_test_wait_falls_back_to_the_queue_when_the_database_is_unreachable
     result = opsctl("send-test", "--wait", "--database-url", "postgresql+psycopg2://nobody@127.0.0.1:1/none",
                     "--interval", "0.1")
     assert result.exit_code == 0, result.output
-    assert "database not reachable: following the job through the queue" in result.stderr
+    assert "database not reachable (OperationalError): following the job through the queue" in result.stderr
     assert ": processed (off the queue and not in the DLQ; results are in the database" in result.stdout
 
 
@@ -161,3 +170,10 @@ def test_send_test_wait_times_out(stack, opsctl, monkeypatch):
     result = opsctl("send-test", "--wait", "--timeout", "0")
     assert result.exit_code == 1
     assert "still on the queue after 0s" in result.stderr and "no database configured" in result.stderr
+
+
+def test_send_test_wait_without_the_workers_tables_follows_the_queue(stack, opsctl, schema_url, monkeypatch):
+    monkeypatch.setattr("opsctl.sendtest.time.sleep", lambda s: received(stack, stack.queue_url))
+    result = opsctl("send-test", "--wait", "--database-url", schema_url, "--interval", "0.1")
+    assert result.exit_code == 0, result.output
+    assert "the database has no lab_jobs table" in result.stderr
