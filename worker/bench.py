@@ -332,14 +332,67 @@ def worker_env(endpoint: str, queue_url: str, database_url: str, model: str, ind
     return env
 
 
-def print_profile(path: Path, limit: int = 25) -> None:
+# Runs ``python -m worker`` with cProfile in every thread (the consumer maps each batch in its own
+# thread, which a plain ``python -m cProfile`` would miss) and merges the threads' stats on exit.
+PROFILE_BOOTSTRAP = r"""
+import cProfile, pstats, runpy, sys, threading
+out = sys.argv[1]
+profiles, lock = [], threading.Lock()
+original_run = threading.Thread.run
+def run(self):
+    profile = cProfile.Profile()
+    with lock:
+        profiles.append((self.name, profile))
+    profile.enable()
+    try:
+        original_run(self)
+    finally:
+        profile.disable()
+threading.Thread.run = run
+main = cProfile.Profile()
+profiles.append(("MainThread", main))
+sys.argv = ["worker"]
+main.enable()
+try:
+    runpy.run_module("worker", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    main.disable()
+    merged = {}
+    with lock:
+        for name, profile in profiles:
+            try:
+                profile.create_stats()
+            except Exception:
+                continue
+            if not profile.stats:
+                continue
+            for key in ("all", "handler" if name == "batch-handler" else None):
+                if key is None:
+                    continue
+                if key in merged:
+                    merged[key].add(profile)
+                else:
+                    merged[key] = pstats.Stats(profile)
+    for key, stats in merged.items():
+        stats.dump_stats(out if key == "all" else out + ".handler")
+"""
+
+
+def print_profile(path: Path, limit: int = 20) -> None:
+    """The batch handler's threads (the hot path: decode, memory, engine, store), then the whole process."""
     import io
     import pstats
 
-    for order in ("tottime", "cumulative"):
+    handler = Path(str(path) + ".handler")
+    sections = [(handler, "tottime"), (handler, "cumulative")] if handler.exists() else []
+    sections.append((path, "cumulative"))
+    for source, order in sections:
         stream = io.StringIO()
-        pstats.Stats(str(path), stream=stream).strip_dirs().sort_stats(order).print_stats(limit)
-        print(f"--- worker profile, top {limit} by {order} ---", file=sys.stderr)
+        pstats.Stats(str(source), stream=stream).strip_dirs().sort_stats(order).print_stats(limit)
+        what = "batch-handler threads" if source == handler else "whole worker process"
+        print(f"--- profile of the {what}, top {limit} by {order} ---", file=sys.stderr)
         print(stream.getvalue(), file=sys.stderr)
 
 
@@ -391,6 +444,7 @@ def run_bench(config: BenchConfig) -> dict:
         baseline_url = sqs.create_queue(QueueName="ml-worker-bench-baseline",
                                         Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
 
+        load_before = os.getloadavg()[0]
         reports = bench_workload(config.jobs, config.seed)
         tests = sum(len(r) for r in reports)
         note(f"workload: {len(reports)} jobs, {tests} tests (seed {config.seed})")
@@ -402,7 +456,7 @@ def run_bench(config: BenchConfig) -> dict:
         env = worker_env(moto.endpoint, queue_url, database_url, model, index_dir, work_dir)
         command = [sys.executable, "-m", "worker"]
         if config.profile:
-            command = [sys.executable, "-m", "cProfile", "-o", str(config.profile), "-m", "worker"]
+            command = [sys.executable, "-c", PROFILE_BOOTSTRAP, str(config.profile)]
         log_path = work_dir / "worker.log"
         spawned = time.time()
         with open(log_path, "wb") as sink:
@@ -460,6 +514,7 @@ def run_bench(config: BenchConfig) -> dict:
             "model": "bert-base-random (BioBERT-shaped)" if config.biobert_shaped else engine_.model_version,
             "database": "postgresql" if database_url.startswith("postgres") else "sqlite",
             "cpus": os.cpu_count(),
+            "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
     return figures
 
@@ -467,7 +522,8 @@ def run_bench(config: BenchConfig) -> dict:
 def render(figures: dict) -> str:
     lines = [
         f"workload        {figures['jobs']} jobs, {figures['tests']} tests; model {figures['model']}; "
-        f"{figures['database']}; {figures['cpus']} CPUs",
+        f"{figures['database']}; {figures['cpus']} CPUs (load average {figures['load_avg_1m'][0]:.1f} before, "
+        f"{figures['load_avg_1m'][1]:.1f} after)",
         f"cold            {figures['cold_tests_per_s']:.1f} tests/s (every name new)",
         f"warm            {figures['warm_tests_per_s']:.1f} tests/s (names seen before)",
         f"job latency     p50 {figures['p50_job_latency_s']:.3f} s, p95 {figures['p95_job_latency_s']:.3f} s "
