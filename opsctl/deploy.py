@@ -12,15 +12,8 @@ import typer
 
 from opsctl.errors import OpsError
 from opsctl.options import examples
+from opsctl.resources import find_project
 from opsctl.state import get_state
-
-
-def find_project(start: Path) -> Path | None:
-    """The nearest directory at or above `start` holding Pulumi.yaml."""
-    for directory in (start, *start.parents):
-        if (directory / "Pulumi.yaml").is_file():
-            return directory
-    return None
 
 
 def deploy(

@@ -103,8 +103,9 @@ def peek(
 ) -> None:
     """Show dead-lettered messages without losing them; they are made visible again right away.
 
-    Shows the pretty body, receive count, first and last receive time and the worker's
-    FailureReason (messages SQS moved after 3 receives carry none: "—").
+    Shows the pretty body, receive count (this peek included), first and last receive time and
+    the worker's FailureReason (messages SQS moved after 3 receives carry none: "—"; their last
+    receive time is unknown too).
     """
     state = get_state(ctx, json_output, dlq_url=dlq_url)
     render.dlq_peek(state, fetch_peek(state, count))
@@ -217,12 +218,12 @@ def run_redrive(state: State, limit: int | None, dry_run: bool) -> dict:
     notes: list[str] = []
     if limit is not None:
         method = "message by message"
-        notes.append("--max moves message by message (a message-move task cannot stop at a count)")
+        notes.append("--max means message by message (a message-move task cannot stop at a count)")
     elif move_task_supported(state, dlq["QueueArn"]):
         method = "SQS message-move task"
     else:
         method = "message by message"
-        notes.append("this endpoint has no SQS message-move task: moving message by message")
+        notes.append("this endpoint has no SQS message-move task, so message by message")
     data = {"dlq": dlq_url, "destination": main_url, "method": method, "available": available,
             "dry_run": dry_run, "moved": 0, "notes": notes}
     if dry_run:

@@ -27,8 +27,9 @@ except ImportError:  # pragma: no cover - older Typer on top of click
     from click.exceptions import NoArgsIsHelpError, UsageError  # noqa: F401
 
 # Error codes an endpoint answers with when it does not implement an action (moto answers 500).
-UNSUPPORTED_CODES = {"500", "InternalFailure", "InvalidAction", "UnknownOperationException",
-                     "UnsupportedOperation", "NotImplemented", "NotImplementedError", "501", "404"}
+UNSUPPORTED_CODES = {"500", "501", "404", "InternalFailure", "InvalidAction", "UnknownOperationException",
+                     "UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", "NotImplemented",
+                     "NotImplementedError"}
 
 
 # What a call to an API the endpoint may lack can raise (moto answers an HTML 500 for some protocols).

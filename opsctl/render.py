@@ -192,7 +192,7 @@ def log_line(event: dict) -> str:
     extras = [f"{key}={record[key]}" for key in KNOWN_KEYS if record.get(key) not in (None, "")]
     extras += [f"{key}={value}" for key, value in record.items()
                if key not in SKIP_KEYS and key not in KNOWN_KEYS and value not in (None, "")]
-    level_text = f"[{style}]{level:<7}[/{style}]" if style else f"{level:<7}"
+    level_text = f"[{style}]{level:<7}[/{style}]" if style else escape(f"{level:<7}")
     tail = ("  [cyan]" + escape(" ".join(str(e) for e in extras)) + "[/cyan]") if extras else ""
     return f"[dim]{when(stamp)}[/dim] {level_text} {escape(str(message))}{tail}"
 

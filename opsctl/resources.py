@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from botocore.exceptions import ClientError
 
@@ -42,6 +43,14 @@ SPECS: dict[str, Spec] = {
                       "/ecs/{env}-ml-worker"),
 }
 QUEUES = {"queue_url", "priority_queue_url", "dlq_url"}
+
+
+def find_project(start: Path) -> Path | None:
+    """The nearest directory at or above `start` holding Pulumi.yaml (the stack's project)."""
+    for directory in (start, *start.parents):
+        if (directory / "Pulumi.yaml").is_file():
+            return directory
+    return None
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ class Resolver:
             if binary:
                 try:
                     done = subprocess.run([binary, "stack", "output", "--json", "--stack", self.state.env],
-                                          capture_output=True, text=True, timeout=60)
+                                          capture_output=True, text=True, timeout=60, cwd=find_project(Path.cwd()))
                     if done.returncode == 0:
                         outputs = json.loads(done.stdout or "{}")
                         self._pulumi = {k: str(v) for k, v in outputs.items() if isinstance(v, str | int)}

@@ -177,3 +177,20 @@ def test_send_test_wait_without_the_workers_tables_follows_the_queue(stack, opsc
     result = opsctl("send-test", "--wait", "--database-url", schema_url, "--interval", "0.1")
     assert result.exit_code == 0, result.output
     assert "the database has no lab_jobs table" in result.stderr
+
+
+def test_database_url_from_postgres_variables(monkeypatch):
+    from opsctl.sendtest import database_url
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("POSTGRES_HOST", raising=False)
+    assert database_url(None) is None
+    monkeypatch.setenv("POSTGRES_HOST", "db.internal")
+    monkeypatch.setenv("POSTGRES_PORT", "6432")
+    monkeypatch.setenv("POSTGRES_DB", "zivo")
+    monkeypatch.setenv("POSTGRES_USER", "worker")
+    monkeypatch.setenv("POSTGRES_PASSWORD", "p@ss/word")
+    assert database_url(None) == "postgresql+psycopg2://worker:p%40ss%2Fword@db.internal:6432/zivo"
+    monkeypatch.setenv("DATABASE_URL", "postgresql://a@b/c")
+    assert database_url(None) == "postgresql://a@b/c"
+    assert database_url("sqlite://") == "sqlite://"
