@@ -121,7 +121,34 @@ def entry_aliases(entry: ReferenceEntry) -> list[str]:
         match = re.match(r"^(.+?)/(?:100 )?(leukocytes|erythrocytes)\b", text, re.IGNORECASE)
         if match:
             aliases.append(match.group(1))
+        elif entry.property.endswith("Fr") and "/" in text:  # a fraction is named by its numerator: HbA1c
+            aliases.append(text.split("/", 1)[0])
     return aliases
+
+
+_FILLER = frozenset({"of", "the", "in", "and", "by", "for", "on", "with", "to", "is", "at"})
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[\s/]+", text) if w and w not in _FILLER]
+
+
+def word_f1(query: str, alias: str) -> float:
+    """Harmonic mean of the shares of words each side finds in the other (fuzzy for long words)."""
+    from rapidfuzz import fuzz
+
+    q, a = _words(query), _words(alias)
+    if not q or not a:
+        return 0.0
+
+    def found(word: str, others: list[str]) -> bool:
+        if word in others:
+            return True
+        return len(word) >= 5 and any(len(o) >= 5 and fuzz.ratio(word, o) >= 85 for o in others)
+
+    q_share = sum(found(w, a) for w in q) / len(q)
+    a_share = sum(found(w, q) for w in a) / len(a)
+    return 0.0 if not q_share or not a_share else 2 * q_share * a_share / (q_share + a_share)
 
 
 def token_key(text: str) -> str:
@@ -299,6 +326,9 @@ class MappingEngine:
             corrector_words.update(norm.cleaned.split())
         self.corrector = SpellingCorrector(corrector_words)
         aliases = sorted(set(aliases), key=lambda a: (a[1], a[0]))
+        self._entry_alias_texts: list[list[str]] = [[] for _ in self.reference.entries]
+        for text, i in aliases:
+            self._entry_alias_texts[i].append(text)
         self._alias_texts = [a[0] for a in aliases]
         self._alias_codes = np.array([a[1] for a in aliases], dtype=np.int64)
         # start offset of each entry's alias run, for per-entry max via reduceat
@@ -392,11 +422,22 @@ class MappingEngine:
             # variants of one concept (units, specimens, methods) share its best name similarity:
             # the embedding finds the concept, the unit/specimen/method evidence picks the variant
             concept_emb = {i: max(float(e[j]) for j in self._concept_members[i]) for i in ids}
-            lexical = {i: float(lx[i]) for i in ids}
+            lexical = {i: self._name_similarity(norm.expanded, i) for i in ids}
             for i in exact | synonym:  # an exact or synonym name match is a perfect name match
                 lexical[i] = concept_emb[i] = 1.0
             evidence = _Evidence(lexical, concept_emb, exact, synonym)
             self._remember(self._evidence, norm.lookup_key, evidence)
+
+    def _name_similarity(self, text: str, i: int) -> float:
+        """Re-scores a retrieved candidate: character similarity of word-sorted names, and word coverage both
+        ways (so 'hemoglobin f' is not 'hemoglobin', and 'hepatitis a' is not 'hepatitis c')."""
+        from rapidfuzz import fuzz
+
+        best = 0.0
+        for alias in self._entry_alias_texts[i]:
+            score = 0.5 * fuzz.token_sort_ratio(text, alias) / 100.0 + 0.5 * word_f1(text, alias)
+            best = max(best, score)
+        return best
 
     def _lexical_scores(self, texts: list[str]) -> np.ndarray:
         from rapidfuzz import fuzz, process
