@@ -11,7 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from opsctl import render
-from opsctl.errors import AWS_ERRORS, OpsError, is_unsupported
+from opsctl.errors import AWS_ERRORS, DENIED_CODES, SEND_DENIED_HINT, OpsError, error_code, is_unsupported
 from opsctl.options import DlqUrlOpt, JsonOpt, PriorityQueueUrlOpt, QueueUrlOpt, examples
 from opsctl.queues import queue_attributes, queue_name
 from opsctl.state import State, get_state
@@ -180,9 +180,15 @@ def redrive_message_by_message(state: State, dlq_url: str, main_url: str, known:
                 for message in batch:
                     by_destination.setdefault(_destination(message, known, main_url), []).append(message)
                 for destination, messages in by_destination.items():
-                    response = sqs.send_message_batch(QueueUrl=destination, Entries=[
-                        {"Id": str(i), "MessageBody": m["Body"], "MessageAttributes": _fresh_attributes(m)}
-                        for i, m in enumerate(messages)])
+                    try:
+                        response = sqs.send_message_batch(QueueUrl=destination, Entries=[
+                            {"Id": str(i), "MessageBody": m["Body"], "MessageAttributes": _fresh_attributes(m)}
+                            for i, m in enumerate(messages)])
+                    except ClientError as error:
+                        if error_code(error) in DENIED_CODES:
+                            raise OpsError(f"not allowed to send to {queue_name(destination)} (moved {moved}; the "
+                                           "rest stay in the DLQ)", hint=SEND_DENIED_HINT) from None
+                        raise
                     sent = [messages[int(entry["Id"])] for entry in response.get("Successful", [])]
                     if sent:
                         sqs.delete_message_batch(QueueUrl=dlq_url, Entries=[

@@ -46,6 +46,12 @@ class OpsError(Exception):
         self.code = code
 
 
+# The platform's queue policy lets only the API's role and the stack's operatorRoleArns send.
+SEND_DENIED_HINT = ("the queue policy lets only the API role and the stack's operatorRoleArns send: add your role "
+                    "to operatorRoleArns (Pulumi config) and run opsctl deploy")
+DENIED_CODES = {"AccessDenied", "AccessDeniedException", "AWS.SimpleQueueService.AccessDenied"}
+
+
 def error_code(error: BaseException) -> str:
     if isinstance(error, ClientError):
         return str(error.response.get("Error", {}).get("Code", ""))
@@ -88,7 +94,7 @@ def describe(error: BaseException) -> tuple[str, str | None, int]:
         message = error.response.get("Error", {}).get("Message") or str(error)
         operation = getattr(error, "operation_name", "")
         hint = None
-        if code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}:
+        if code in DENIED_CODES | {"UnauthorizedOperation"}:
             hint = "your AWS identity lacks this permission; check --profile"
         elif code in {"ExpiredToken", "ExpiredTokenException", "RequestExpired"}:
             hint = "refresh your credentials (aws sso login)"

@@ -29,6 +29,22 @@ def _adjustments(policy: dict) -> str:
     return ""
 
 
+def _alarm_metric(alarm: dict) -> str | None:
+    """The metric, or for a metric-math alarm (the platform's depth alarms) its returned expression."""
+    if alarm.get("MetricName"):
+        return alarm["MetricName"]
+    for query in alarm.get("Metrics", []):
+        if query.get("ReturnData", True) and query.get("Expression"):
+            return query.get("Label") or query["Expression"]
+    return None
+
+
+def _alarm_condition(alarm: dict) -> str:
+    parts = [alarm.get("Statistic") or alarm.get("ExtendedStatistic"), alarm.get("ComparisonOperator"),
+             alarm.get("Threshold")]
+    return " ".join(str(p) for p in parts if p not in (None, ""))
+
+
 def scaling_activities(state: State, resource_id: str) -> list[dict] | None:
     """The last activities; None where the endpoint lacks the API (moto does)."""
     try:
@@ -72,9 +88,8 @@ def fetch_scaling(state: State) -> dict:
         if not policy["alarms"]:
             policy["alarms"] = sorted(name for name, a in raw_alarms.items()
                                       if policy["arn"] in a.get("AlarmActions", []))
-    alarms = [{"name": a["AlarmName"], "state": a.get("StateValue"), "metric": a.get("MetricName"),
-               "condition": f"{a.get('Statistic', '')} {a.get('ComparisonOperator', '')} {a.get('Threshold', '')}"
-                            .strip(),
+    alarms = [{"name": a["AlarmName"], "state": a.get("StateValue"), "metric": _alarm_metric(a),
+               "condition": _alarm_condition(a),
                "updated_at": a.get("StateUpdatedTimestamp"), "reason": a.get("StateReason")}
               for a in sorted(raw_alarms.values(), key=lambda a: a["AlarmName"])]
     return {"resource_id": resource_id, "target": target, "policies": policies, "alarms": alarms,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from opsctl import render
-from opsctl.errors import OpsError
+from opsctl.errors import DENIED_CODES, SEND_DENIED_HINT, OpsError, error_code
 from opsctl.options import DlqUrlOpt, JsonOpt, PriorityQueueUrlOpt, QueueUrlOpt, examples
 from opsctl.queues import queue_attributes
 from opsctl.state import State, get_state
@@ -82,6 +82,8 @@ def send(state: State, user_id: int, document_id: int, tests: list[Any], priorit
         if cause is not None and "NonExistentQueue" in str(cause):
             raise OpsError(f"queue {client.queue_for(job.priority)} does not exist",
                            hint="check --env/--region and the queue URL") from None
+        if cause is not None and error_code(cause) in DENIED_CODES:
+            raise OpsError(f"not allowed to send to {client.queue_for(job.priority)}", hint=SEND_DENIED_HINT) from None
         if cause is not None:
             raise cause from None  # botocore error: reported like any other, with its hint
         raise OpsError(str(error)) from None

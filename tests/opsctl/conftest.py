@@ -162,11 +162,17 @@ def build_stack(priority: bool = False, ssm: bool = True, images: bool = True, l
                 ScalableDimension="ecs:service:DesiredCount", PolicyType="StepScaling",
                 StepScalingPolicyConfiguration={"AdjustmentType": "ChangeInCapacity", "Cooldown": 60,
                                                 "StepAdjustments": adjustments})["PolicyARN"]
-            cloudwatch.put_metric_alarm(
-                AlarmName=f"{ENV}-ml-worker-{name}", MetricName="ApproximateNumberOfMessagesVisible",
-                Namespace="AWS/SQS", Statistic="Maximum", Period=60, EvaluationPeriods=1, Threshold=threshold,
-                ComparisonOperator=comparison, AlarmActions=[arn],
-                Dimensions=[{"Name": "QueueName", "Value": f"{ENV}-ml-worker-queue"}])
+            cloudwatch.put_metric_alarm(  # metric math on visible + in flight, as the platform builds it
+                AlarmName=f"{ENV}-ml-worker-{name}", EvaluationPeriods=1, Threshold=threshold,
+                ComparisonOperator=comparison, AlarmActions=[arn], Metrics=[
+                    {"Id": short, "ReturnData": False, "MetricStat": {"Metric": {
+                        "Namespace": "AWS/SQS", "MetricName": metric,
+                        "Dimensions": [{"Name": "QueueName", "Value": f"{ENV}-ml-worker-queue"}]},
+                        "Period": 60, "Stat": "Maximum"}}
+                    for short, metric in (("visible0", "ApproximateNumberOfMessagesVisible"),
+                                          ("inflight0", "ApproximateNumberOfMessagesNotVisible"))] + [
+                    {"Id": "depth", "Expression": "visible0 + inflight0", "Label": "visible + in-flight messages",
+                     "ReturnData": True}])
         cloudwatch.put_metric_alarm(
             AlarmName=f"{ENV}-ml-worker-dlq-not-empty", MetricName="ApproximateNumberOfMessagesVisible",
             Namespace="AWS/SQS", Statistic="Maximum", Period=60, EvaluationPeriods=1, Threshold=1,

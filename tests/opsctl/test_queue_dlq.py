@@ -288,3 +288,23 @@ def test_purge_without_a_terminal_and_without_yes_aborts(stack, opsctl):
     result = opsctl("dlq", "purge")
     assert result.exit_code == 1
     assert stack.depth(stack.dlq_url) == (1, 0)
+
+
+def access_denied(operation: str):
+    from botocore.exceptions import ClientError
+
+    def handler(**kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not allowed"}}, operation)
+
+    return handler
+
+
+def test_redrive_denied_by_the_queue_policy_keeps_messages_and_says_why(stack, opsctl, hook):
+    for n in range(3):
+        stack.send(stack.dlq_url, job(n))
+    hook("before-call.sqs.SendMessageBatch", access_denied("SendMessageBatch"))
+    result = opsctl("dlq", "redrive")
+    assert result.exit_code == 1
+    assert "not allowed to send to test-ml-worker-queue (moved 0" in result.stderr
+    assert "operatorRoleArns" in result.stderr and result.stderr.count("\n") == 1
+    assert stack.depth(stack.dlq_url) == (3, 0)

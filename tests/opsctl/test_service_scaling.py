@@ -110,7 +110,10 @@ def test_scaling_show_json(stack, opsctl):
     assert policies["test-ml-worker-scale-in"]["alarms"] == ["test-ml-worker-scale-in"]
     alarms = {a["name"]: a for a in data["alarms"]}
     assert set(alarms) == {"test-ml-worker-scale-out", "test-ml-worker-scale-in", "test-ml-worker-dlq-not-empty"}
-    assert alarms["test-ml-worker-scale-out"]["condition"] == "Maximum GreaterThanOrEqualToThreshold 1.0"
+    assert alarms["test-ml-worker-scale-out"]["condition"] == "GreaterThanOrEqualToThreshold 1.0"
+    assert alarms["test-ml-worker-scale-out"]["metric"] == "visible + in-flight messages"
+    assert alarms["test-ml-worker-dlq-not-empty"]["condition"] == "Maximum GreaterThanOrEqualToThreshold 1.0"
+    assert alarms["test-ml-worker-dlq-not-empty"]["metric"] == "ApproximateNumberOfMessagesVisible"
     # moto has no DescribeScalingActivities: reported as unavailable, not as an error.
     assert data["activities"] is None
 
