@@ -843,16 +843,14 @@ def run_load(config: LoadConfig) -> LoadReport:
             except sqlalchemy.exc.SQLAlchemyError:
                 return 0  # the tables may not exist yet
 
-        def finished() -> bool:
-            visible, in_flight, delayed = queue_counts(sqs, queue_url)
-            return visible + in_flight + delayed == 0 and progress() >= total
-
         def remaining() -> float:
             return hard_deadline - time.monotonic()
 
         def ensure_alive() -> None:
             for worker in workers:
                 if not worker.alive:
+                    if len(notes) > 20:
+                        raise RuntimeError("workers keep exiting by themselves; giving up:\n" + "\n".join(notes[-3:]))
                     notes.append(f"worker {worker.slot} exited by itself with {worker.process.returncode}; "
                                  f"restarted. Last lines:\n{worker.tail(6)}")
                     log(notes[-1])
@@ -921,17 +919,26 @@ def run_load(config: LoadConfig) -> LoadReport:
             log(f"database back ({proxy.connections_cut} connections cut)")
         send_phase(3)
         log(f"phase 4 sent ({len(phases[3])} messages); sent {dict(sent)}")
-        # Wait for the end: every good job done and the main queue empty.
-        last_progress = -1
+        # Wait for the end: every good job done and the main queue empty. A queue that stays
+        # empty while jobs are still missing means nothing more can arrive: stop waiting then.
+        last_progress, last_log, empty_since = -1, 0.0, None
         while remaining() > 0:
             ensure_alive()
-            if finished():
-                break
+            visible, in_flight, delayed = queue_counts(sqs, queue_url)
             current = progress()
-            if current != last_progress:
-                last_progress = current
-                log(f"progress {current}/{total} jobs done")
-            time.sleep(2)
+            if visible + in_flight + delayed == 0 and current >= total:
+                break
+            if visible + in_flight + delayed == 0:
+                empty_since = empty_since or time.monotonic()
+                if time.monotonic() - empty_since > 60:
+                    notes.append(f"the queue stayed empty for 60 s with {total - current} jobs not done")
+                    break
+            else:
+                empty_since = None
+            if current != last_progress and time.monotonic() - last_log >= 5:
+                last_progress, last_log = current, time.monotonic()
+                log(f"progress {current}/{total} jobs done; queue {visible} visible, {in_flight} in flight")
+            time.sleep(1)
         else:
             notes.append(f"timed out after {timeout:.0f} s")
         wall = time.monotonic() - began
