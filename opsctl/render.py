@@ -173,7 +173,7 @@ def purge(state, data: dict) -> None:
 LEVEL_STYLES = {"DEBUG": "dim", "INFO": "green", "WARNING": "yellow", "WARN": "yellow", "ERROR": "red bold",
                 "CRITICAL": "red bold", "FATAL": "red bold"}
 KNOWN_KEYS = ("job_id", "message_id", "user_id", "document_id", "receive_count")
-SKIP_KEYS = {"ts", "timestamp", "time", "level", "levelname", "message", "msg", "logger", "name"}
+SKIP_KEYS = {"ts", "timestamp", "time", "level", "levelname", "message", "msg", "logger", "name", "exception"}
 
 
 def log_line(event: dict) -> str:
@@ -194,7 +194,10 @@ def log_line(event: dict) -> str:
                if key not in SKIP_KEYS and key not in KNOWN_KEYS and value not in (None, "")]
     level_text = f"[{style}]{level:<7}[/{style}]" if style else escape(f"{level:<7}")
     tail = ("  [cyan]" + escape(" ".join(str(e) for e in extras)) + "[/cyan]") if extras else ""
-    return f"[dim]{when(stamp)}[/dim] {level_text} {escape(str(message))}{tail}"
+    line = f"[dim]{when(stamp)}[/dim] {level_text} {escape(str(message))}{tail}"
+    if record.get("exception"):  # the traceback under its line, indented
+        line += "\n" + "\n".join("    " + escape(part) for part in str(record["exception"]).splitlines())
+    return line
 
 
 def log_events(state, events: list[dict]) -> None:

@@ -215,7 +215,7 @@ def opsctl(runner):
 
     def run(*args: str, input: str | None = None, env: str = ENV):
         result = runner.invoke(app, ["--env", env, *args], input=input)
-        assert "Traceback" not in result.output, result.output
+        assert "Traceback" not in result.stderr, result.stderr  # errors are one line, never a traceback
         return result
 
     return run

@@ -79,3 +79,28 @@ def test_log_group_flag_overrides_ssm(stack, opsctl):
     stack.log({"level": "WARNING", "message": "from the custom group"})
     result = opsctl("logs", "tail", "--log-group", "/custom")
     assert "from the custom group" in result.stdout
+
+
+def test_tail_renders_the_workers_own_log_format(stack, opsctl):
+    """Lines made by worker.logs.JsonFormatter (the worker's logging), exception included."""
+    import logging
+
+    from worker.logs import JsonFormatter
+
+    formatter = JsonFormatter()
+    done = logging.LogRecord("worker.consumer", logging.INFO, __file__, 1, "job %s done", ("j-9",), None)
+    done.__dict__.update(job_id="j-9", message_id="m-9", receive_count=2)
+    try:
+        raise ValueError("bad row")
+    except ValueError:
+        import sys
+
+        failed = logging.LogRecord("worker.store", logging.ERROR, __file__, 2, "write failed", (), sys.exc_info())
+    stack.log(formatter.format(done), formatter.format(failed))
+    result = opsctl("logs", "tail")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "INFO    job j-9 done  job_id=j-9 message_id=m-9 receive_count=2" in lines[0]
+    assert "logger" not in lines[0]
+    assert "ERROR   write failed" in lines[1]
+    assert lines[2] == "    Traceback (most recent call last):" and lines[-1] == "    ValueError: bad row"
