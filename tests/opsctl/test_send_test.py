@@ -7,16 +7,6 @@ import uuid
 
 import pytest
 
-SCHEMA = """
-create table lab_jobs (job_id text primary key, message_id text, status text not null, attempts int default 0,
-    error text, test_count int, created_at timestamptz default now(), updated_at timestamptz default now(),
-    completed_at timestamptz);
-create table lab_test_results (job_id text, user_id bigint, document_id bigint, test_index int, test_name text,
-    test_value text, test_unit text, category text, loinc_code text, loinc_name text, confidence double precision,
-    match_method text, needs_review boolean, model_version text, created_at timestamptz default now(),
-    primary key (job_id, test_index));
-"""
-
 
 def received(stack, url) -> list[dict]:
     messages = stack.drain(url)
@@ -87,14 +77,11 @@ def schema_url(pg_url):
 
 @pytest.fixture
 def results_db(schema_url):
-    """The worker's two tables, as its migrations create them (the columns opsctl reads)."""
-    import sqlalchemy
+    """The worker's tables made by the worker's own migrations: opsctl's SQL meets the real schema."""
+    from worker.store.db import make_engine, upgrade
 
-    engine = sqlalchemy.create_engine(schema_url)
-    with engine.begin() as connection:
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                connection.execute(sqlalchemy.text(statement))
+    engine = make_engine(schema_url)
+    upgrade(engine)
     yield schema_url, engine
     engine.dispose()
 
@@ -108,17 +95,20 @@ def fake_worker(stack, engine, status="done"):
             job = message["body"]
             with engine.begin() as connection:
                 connection.execute(sqlalchemy.text(
-                    "insert into lab_jobs (job_id, message_id, status, attempts, error, test_count) "
-                    "values (:j, :m, :s, 1, :e, :n)"),
+                    "insert into lab_jobs (job_id, message_id, user_id, document_id, status, attempts, error, "
+                    "test_count) values (:j, :m, :user, :doc, :s, 1, :e, :n)"),
                     {"j": job["job_id"], "m": message["id"], "s": status, "n": len(job["tests"]),
+                     "user": job["user_id"], "doc": job["document_id"],
                      "e": "model failed" if status == "failed" else None})
                 for index, test in enumerate(job["tests"] if status == "done" else []):
                     connection.execute(sqlalchemy.text(
-                        "insert into lab_test_results (job_id, test_index, test_name, test_value, test_unit, "
-                        "category, loinc_code, loinc_name, confidence, match_method, needs_review) values "
-                        "(:j, :i, :n, :v, :u, 'Complete Blood Count (CBC)', :l, 'LOINC name', 0.93, 'model', false)"),
+                        "insert into lab_test_results (job_id, test_index, user_id, document_id, test_name, "
+                        "test_value, test_unit, category, loinc_code, loinc_name, confidence, match_method, "
+                        "needs_review) values (:j, :i, :user, :doc, :n, :v, :u, 'Complete Blood Count (CBC)', "
+                        ":l, 'LOINC name', 0.93, 'model', false)"),
                         {"j": job["job_id"], "i": index, "n": test["test_name"], "v": test["test_value"],
-                         "u": test["test_unit"], "l": ["718-7", "6690-2"][index]})
+                         "u": test["test_unit"], "l": ["718-7", "6690-2"][index], "user": job["user_id"],
+                         "doc": job["document_id"]})
 
     return sleep
 
