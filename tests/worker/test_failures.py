@@ -50,6 +50,11 @@ def counts(db, job_ids: list[str]) -> dict[str, tuple]:
     return {row.job_id: (row.status, row.attempts, row.results, row.distinct_results) for row in rows}
 
 
+def attempts(db, job_id: str) -> int:
+    with db.connect() as connection:
+        return connection.execute(text("select attempts from lab_jobs where job_id = :id"), {"id": job_id}).scalar() or 0
+
+
 @contextmanager
 def results_table_locked(db):
     """Hold an exclusive lock on lab_test_results: the worker's insert waits until it is released."""
@@ -157,3 +162,24 @@ def test_sigterm_mid_batch_exits_in_time_and_releases_the_batch(sqs, queues, db,
             process.kill()
     assert {job_id: (s[0], s[2], s[3]) for job_id, s in counts(db, job_ids).items()} == {
         job_id: ("done", 3, 3) for job_id in job_ids}
+
+
+def test_a_timeout_records_attempts_and_last_error_then_the_redrive_takes_over(sqs, queues, db, pg_url, run_worker,
+                                                                               waiter):
+    """The database is up but the write times out (a lock held elsewhere): retried with backoff, the
+    job row counts attempts and keeps the last error; after the third receive SQS moves the message
+    to the DLQ and the job is marked failed."""
+    impatient = make_engine(pg_url, connect_args={"options": "-c lock_timeout=300", "application_name": "ml-worker"})
+    [job_id] = send_jobs(sqs, queues.url, 1)
+    try:
+        with results_table_locked(db), run_worker(database=impatient, retry_backoff=1, retry_backoff_max=2):
+            waiter(lambda: attempts(db, job_id) >= 3 and sqs.receive_message(
+                QueueUrl=queues.dlq_url, VisibilityTimeout=0).get("Messages"), timeout=60,
+                what="three attempts and the redrive")
+    finally:
+        impatient.dispose()
+    with db.connect() as connection:
+        job = connection.execute(text("select * from lab_jobs where job_id = :id"), {"id": job_id}).one()
+    assert (job.status, job.attempts) == ("failed", 3)
+    assert "lock" in job.error.lower()
+    assert depth(sqs, queues.url) == (0, 0)
