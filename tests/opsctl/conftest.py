@@ -188,13 +188,14 @@ def quick_receives(monkeypatch):
 
 
 @pytest.fixture
-def make_stack(aws, monkeypatch):
+def make_stack(aws, monkeypatch, tmp_path_factory):
     """Build the stack with options (priority=True, ssm=False, images=False, ...); call once per test."""
     for name in ("ML_WORKER_SQS_QUEUE_URL", "ML_WORKER_PRIORITY_QUEUE_URL", "ML_WORKER_DLQ_URL", "ML_WORKER_CLUSTER",
                  "ML_WORKER_SERVICE", "ML_WORKER_LOG_GROUP", "DATABASE_URL", "POSTGRES_HOST", "OPSCTL_ENV",
                  "COLUMNS", "OPSCTL_DEBUG"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no pulumi unless a test puts one there
+    # No pulumi (even one installed on this machine) unless a test puts its fake there.
+    monkeypatch.setenv("PATH", str(tmp_path_factory.mktemp("empty-path")))
     return build_stack
 
 

@@ -100,7 +100,7 @@ def test_opsctl_never_imports_torch_or_the_database_driver_up_front():
 
 # -- the installed console script, in a real subprocess ----------------------------------------
 def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PATH": "/usr/bin:/bin", **env}
+    environment = {**os.environ, **env}
     for name in ("ML_WORKER_SQS_QUEUE_URL", "ML_WORKER_DLQ_URL", "OPSCTL_ENV", "COLUMNS"):
         environment.pop(name, None)
     return subprocess.run([str(OPSCTL), *args], capture_output=True, text=True, timeout=120, env=environment)
