@@ -156,7 +156,8 @@ def _fresh_attributes(message: dict) -> dict:
             if name not in DEAD_LETTER_ATTRIBUTES}
 
 
-def redrive_message_by_message(state: State, dlq_url: str, main_url: str, known: set[str], limit: int) -> int:
+def redrive_message_by_message(state: State, dlq_url: str, main_url: str, known: set[str], limit: int,
+                               expected: int) -> int:
     """Receive, send to the source queue, then delete from the DLQ: only what was sent is deleted.
 
     Interrupted at any point, a message is either still in the DLQ (made visible again at once,
@@ -167,7 +168,7 @@ def redrive_message_by_message(state: State, dlq_url: str, main_url: str, known:
     moved = 0
     empty = 0
     with _progress(state) as progress:
-        bar = progress.add_task("moving", total=limit)
+        bar = progress.add_task("moving", total=min(limit, expected) or None)
         while moved < limit and empty < EMPTY_RECEIVES_BEFORE_DONE:
             batch = _receive(state, dlq_url, limit - moved, REDRIVE_VISIBILITY_S)
             if not batch:
@@ -191,8 +192,11 @@ def redrive_message_by_message(state: State, dlq_url: str, main_url: str, known:
                         raise
                     sent = [messages[int(entry["Id"])] for entry in response.get("Successful", [])]
                     if sent:
-                        sqs.delete_message_batch(QueueUrl=dlq_url, Entries=[
+                        deleted = sqs.delete_message_batch(QueueUrl=dlq_url, Entries=[
                             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(sent)])
+                        if deleted.get("Failed"):
+                            render.note(f"{len(deleted['Failed'])} moved message(s) could not be deleted from the "
+                                        "DLQ and will show there again (duplicates, not losses)")
                     for message in sent:
                         pending.pop(message["MessageId"], None)
                     moved += len(sent)
@@ -240,8 +244,9 @@ def run_redrive(state: State, limit: int | None, dry_run: bool) -> dict:
         data["moved"] = redrive_with_move_task(state, dlq["QueueArn"], main["QueueArn"], available)
     else:
         known = {main_url} | ({priority_url} if priority_url else set())
+        # Without --max, stop at about what was there (new arrivals wait for the next redrive).
         data["moved"] = redrive_message_by_message(state, dlq_url, main_url, known,
-                                                   limit if limit is not None else max(available, 1) * 2 + 10)
+                                                   limit if limit is not None else available + 10, available)
     return data
 
 

@@ -308,3 +308,19 @@ def test_redrive_denied_by_the_queue_policy_keeps_messages_and_says_why(stack, o
     assert "not allowed to send to test-ml-worker-queue (moved 0" in result.stderr
     assert "operatorRoleArns" in result.stderr and result.stderr.count("\n") == 1
     assert stack.depth(stack.dlq_url) == (3, 0)
+
+
+def test_redrive_shows_a_progress_bar_on_a_terminal(stack, opsctl, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    monkeypatch.setattr("opsctl.render.console", lambda stderr=False: Console(file=screen, force_terminal=True,
+                                                                              width=100))
+    for n in range(3):
+        stack.send(stack.dlq_url, job(n))
+    result = opsctl("dlq", "redrive")
+    assert result.exit_code == 0, result.output
+    assert "moving" in screen.getvalue() and "3/3" in screen.getvalue()
+    assert "moved 3 message(s)" in screen.getvalue()
