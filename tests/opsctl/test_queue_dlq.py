@@ -317,7 +317,7 @@ def test_redrive_shows_a_progress_bar_on_a_terminal(stack, opsctl, monkeypatch):
 
     screen = io.StringIO()
     monkeypatch.setattr("opsctl.render.console", lambda stderr=False: Console(file=screen, force_terminal=True,
-                                                                              width=100))
+                                                                              width=100, highlight=False))
     for n in range(3):
         stack.send(stack.dlq_url, job(n))
     result = opsctl("dlq", "redrive")
