@@ -269,6 +269,7 @@ class MappingEngine:
         self.model_version = f"{model_label_}+ref-{knowledge.hexdigest()[:6]}"
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._evidence: OrderedDict[str, _Evidence] = OrderedDict()
+        self._decisions: OrderedDict[tuple, MappingResult] = OrderedDict()
         self._normalised: OrderedDict[tuple[str, str], NormalisedName] = OrderedDict()
 
     # -- construction --------------------------------------------------------------------------
@@ -295,6 +296,8 @@ class MappingEngine:
         self._synonym_terms: dict[str, set[int]] = {}
         lex = self.lexicon
         self._entry_units = [{normalise_unit(u) for u in e.units} for e in self.reference.entries]
+        self._entry_groups = [system_group(e.system) for e in self.reference.entries]
+        self._entry_systems = [e.system.lower().replace(" ", "") for e in self.reference.entries]
         self._entry_method_text = [entry_method(e) for e in self.reference.entries]
         self._entry_methods = [_stems(t) for t in self._entry_method_text]
         self._entry_timings = [_stems(entry_timing(e)) for e in self.reference.entries]
@@ -406,11 +409,11 @@ class MappingEngine:
             exact: set[int] = set()
             synonym: set[int] = set()
             for readings in ((norm.expanded, norm.text), norm.alternatives):
-                for reading in readings:  # the whole name first; its bracketed parts only if it found nothing
+                for reading in readings:  # the whole name first; its other readings only if it found nothing
                     for key in (reading, token_key(reading)):
                         exact.update(self._exact.get(key, ()))
                         synonym.update(self._synonym_terms.get(key, ()))
-                if exact or synonym:
+                if any(self._specimen_fits(i, norm.specimen) for i in exact | synonym):
                     break
             # a synonym names a concept and its usual variant: every variant of the concept is a direct
             # match, so that unit, specimen and method evidence can still pick another variant
@@ -427,6 +430,15 @@ class MappingEngine:
                 lexical[i] = concept_emb[i] = 1.0
             evidence = _Evidence(lexical, concept_emb, exact, synonym)
             self._remember(self._evidence, norm.lookup_key, evidence)
+
+    def _specimen_fits(self, i: int, specimen: str | None) -> bool:
+        """Whether entry i can be the test for a query with this specimen (serum/blood when none is named)."""
+        group = self._entry_groups[i]
+        if specimen in (None, "blood", "serum", "wholeblood", "arterial"):
+            return group in ("blood", "arterial", "other")
+        if specimen == "fluid":
+            return group in ("fluid", "pleural", "peritoneal", "synovial")
+        return group == specimen
 
     def _name_similarity(self, text: str, i: int) -> float:
         """Re-scores a retrieved candidate: character similarity of word-sorted names, and word coverage both
@@ -484,8 +496,9 @@ class MappingEngine:
         elif norm.absolute is False:
             adj += 0.08 if prop in ("NFr", "MFr", "VFr") else (-0.10 if prop in ("NCnc",) else 0.0)
         # specimen: the query's (or serum/blood by default) against the entry's system
-        group = system_group(entry.system)
-        system = entry.system.lower().replace(" ", "")
+        index = self.reference.index_of[entry.code]
+        group = self._entry_groups[index]
+        system = self._entry_systems[index]
         wanted = norm.specimen
         if wanted in (None, "blood", "serum", "arterial", "wholeblood"):
             if group == "blood":
@@ -572,6 +585,15 @@ class MappingEngine:
         return out
 
     def _decide(self, query: LabTestQuery, norm: NormalisedName) -> MappingResult:
+        """The result for one query; identical (name, unit, value kind) queries share one decision."""
+        key = (norm, normalise_unit(query.unit), is_qualitative_value(query.value))
+        result = self._decisions.get(key)
+        if result is None:
+            result = self._decide_uncached(query, norm)
+            self._remember(self._decisions, key, result)
+        return result
+
+    def _decide_uncached(self, query: LabTestQuery, norm: NormalisedName) -> MappingResult:
         if not norm.is_test or not norm.expanded:
             return MappingResult(category=OTHERS, loinc_code=None, loinc_name=None, confidence=0.0,
                                  match_method="none", candidates=(), needs_review=False)
