@@ -84,7 +84,7 @@ def _render(console, sent: list[SentJob], jobs, rows) -> None:
             title += f" (job {record.job_id[:12]}, {record.status})"
         table = Table(title=title, title_justify="left", show_lines=False)
         for column, options in (("test", {}), ("value", {"justify": "right"}), ("unit", {}), ("category", {}),
-                                ("LOINC code", {}), ("name", {"overflow": "fold", "max_width": 48}),
+                                ("LOINC code", {}), ("name", {"overflow": "fold", "max_width": 64}),
                                 ("confidence", {"justify": "right"})):
             table.add_column(column, **options)
         for row in rows.get(job.message_id, []):
@@ -102,7 +102,7 @@ def run_demo(report: str = DEFAULT_REPORT, timeout: float = 180.0, verbose: bool
     from worker.logs import configure_logging
 
     # A pipe gets a wide table rather than rich's 80-column default.
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = Console(width=None if sys.stdout.isatty() else 160)
     configure_logging("INFO" if verbose else "WARNING")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

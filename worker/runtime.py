@@ -106,27 +106,47 @@ def build_worker(settings: WorkerSettings, db, engine, sqs=None) -> Worker:
     return worker
 
 
-def _install_signal_handlers(worker: Worker) -> None:
-    received: list[int] = []
+class _Signals:
+    """SIGTERM/SIGINT from the very start: a stop requested while the engine loads is honoured too."""
 
-    def handle(signum, frame) -> None:
-        received.append(signum)
-        name = signal.Signals(signum).name
-        if len(received) == 1:
-            log.warning("%s received: stopping within %.0f s", name, worker.settings.shutdown_deadline,
-                        extra={"signal": name})
-            worker.stop()
-        else:
-            log.warning("%s received again: releasing the batch now", name, extra={"signal": name})
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.worker: Worker | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.handle)
+            signal.signal(signal.SIGINT, self.handle)
+
+    def attach(self, worker: Worker) -> None:
+        self.worker = worker
+        if self.received:
             worker.stop(0)
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    def handle(self, signum, frame) -> None:
+        self.received.append(signum)
+        name = signal.Signals(signum).name
+        if self.worker is None:
+            log.warning("%s received while starting: stopping", name, extra={"signal": name})
+        elif len(self.received) == 1:
+            log.warning("%s received: stopping within %.0f s", name, self.worker.settings.shutdown_deadline,
+                        extra={"signal": name})
+            self.worker.stop()
+        else:
+            log.warning("%s received again: releasing the batch now", name, extra={"signal": name})
+            self.worker.stop(0)
 
 
 def run_worker() -> int:
     """Run the consumer until SIGTERM/SIGINT; the process's exit code (0 after a graceful stop)."""
-    settings = WorkerSettings()
+    from pydantic import ValidationError
+
+    try:
+        settings = WorkerSettings()
+    except ValidationError as error:
+        configure_logging("INFO")
+        log.error("configuration error: %s", error)
+        return 2
     configure_logging(settings.log_level)
     try:
         settings.queue_urls()
@@ -134,12 +154,17 @@ def run_worker() -> int:
     except ValueError as error:
         log.error("configuration error: %s", error)
         return 2
+    signals = _Signals()
+    signals.install()
     started = time.monotonic()
-    db = open_database(settings)
+    try:
+        db = open_database(settings)
+    except Exception:  # the task exits non-zero and ECS starts another; say why first
+        log.exception("could not open or migrate the database")
+        return 1
     engine = load_engine(settings)
     worker = build_worker(settings, db, engine)
-    if threading.current_thread() is threading.main_thread():
-        _install_signal_handlers(worker)
+    signals.attach(worker)
     log.info("worker ready", extra={"seconds": round(time.monotonic() - started, 2),
                                     "model_version": engine.model_version, "on_ecs": worker.protection.active})
     worker.run()

@@ -52,7 +52,8 @@ def counts(db, job_ids: list[str]) -> dict[str, tuple]:
 
 def attempts(db, job_id: str) -> int:
     with db.connect() as connection:
-        return connection.execute(text("select attempts from lab_jobs where job_id = :id"), {"id": job_id}).scalar() or 0
+        value = connection.execute(text("select attempts from lab_jobs where job_id = :id"), {"id": job_id}).scalar()
+    return value or 0
 
 
 @contextmanager
