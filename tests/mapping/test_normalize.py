@@ -1,0 +1,144 @@
+"""Normalisation of report-style names and units (no model needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.mapping.normalize import SpellingCorrector, is_qualitative_value, normalise_name, normalise_unit, unit_class
+
+
+@pytest.mark.parametrize(("raw", "text", "specimen"), [
+    ("S. Creatinine", "creatinine", "serum"),
+    ("Sr. Iron", "iron", "serum"),
+    ("Serum Albumin", "albumin", "serum"),
+    ("Creatinine, Serum", "creatinine", "serum"),
+    ("Glucose Fasting (Plasma)", "glucose fasting", "serum"),
+    ("Blood Urea", "urea", "blood"),
+    ("Urea Nitrogen, Blood", "urea nitrogen", "blood"),
+    ("Sodium, Whole Blood", "sodium", "wholeblood"),
+    ("Urine Creatinine", "creatinine", "urine"),
+    ("U. Albumin", "albumin", "urine"),
+    ("Stool for Ova & Cyst", "ova and cyst", "stool"),
+    ("CSF Protein", "protein", "csf"),
+    ("Occult Blood", "occult blood", None),
+    ("Red Blood Cells", "red blood cells", None),
+    ("Blood Group (ABO)", "blood group abo", None),
+])
+def test_prefixes_and_specimen_words(raw, text, specimen):
+    norm = normalise_name(raw)
+    assert norm.is_test
+    assert norm.text == text
+    assert norm.specimen == specimen
+
+
+@pytest.mark.parametrize(("raw", "expanded"), [
+    ("HAEMOGLOBIN", "hemoglobin"),
+    ("Hb", "hemoglobin"),
+    ("Haematocrit", "hematocrit"),
+    ("PCV", "hematocrit"),
+    ("Total Leucocyte Count", "total leukocyte count"),
+    ("TLC", "leukocytes"),
+    ("SGPT", "alanine aminotransferase"),
+    ("S.G.O.T.", "aspartate aminotransferase"),
+    ("M.C.V.", "erythrocyte mean corpuscular volume"),
+    ("Polymorphs", "neutrophils"),
+    ("FBS", "glucose fasting"),
+    ("PPBS", "glucose post prandial"),
+    ("RBS", "glucose random"),
+    ("Oestradiol", "estradiol"),
+    ("DHEA Sulphate", "dehydroepiandrosterone sulfate"),
+    ("Luteinising Hormone", "lutropin"),
+    ("Glycosylated Haemoglobin", "hemoglobin a1c"),
+    ("CA 125", "cancer antigen 125"),
+    ("Calcium", "calcium"),
+])
+def test_abbreviations_local_terms_and_british_spellings(raw, expanded):
+    assert normalise_name(raw).expanded == expanded
+
+
+@pytest.mark.parametrize(("raw", "text"), [
+    ("Creatinine*", "creatinine"),
+    ("**Creatinine", "creatinine"),
+    ("Creatinine †", "creatinine"),
+    ("Creatinine #", "creatinine"),
+    ("Cholesterol - Total (CHOD-PAP)", "cholesterol total"),
+    ("Creatinine (Jaffe, Kinetic)", "creatinine"),
+    ("Glucose, by Hexokinase", "glucose"),
+    ("E.S.R. (Westergren)", "esr"),
+    ("LDL Cholesterol (Friedewald)", "ldl cholesterol calculated"),
+    ("Globulin (calc.)", "globulin calculated"),
+])
+def test_footnotes_and_method_suffixes(raw, text):
+    assert normalise_name(raw).text == text
+
+
+def test_absolute_counts_and_percentages():
+    assert normalise_name("Abs. Neutrophils").absolute is True
+    assert normalise_name("Absolute Lymphocyte Count").absolute is True
+    assert normalise_name("NEUT#").absolute is True
+    assert normalise_name("Lymphocytes %").absolute is False
+    assert normalise_name("LYMPH%").absolute is False
+    assert normalise_name("Lymphocytes").absolute is None
+    assert normalise_name("Abs. Neutrophils").text == normalise_name("Neutrophils %").text == "neutrophils"
+
+
+def test_24_hour_collections():
+    norm = normalise_name("24 hr Urine Protein")
+    assert (norm.text, norm.specimen, norm.timed_24h) == ("protein", "urine", True)
+    assert normalise_name("Protein, 24 Hours Urine").timed_24h
+    assert not normalise_name("Urine Protein").timed_24h
+
+
+@pytest.mark.parametrize("raw", ["Doctor's remarks", "Page 2 of 3", "Page 1/2", "Sample type", "Specimen",
+                                 "Remarks:", "Interpretation", "** End of Report **", "Comments", "Reference Range",
+                                 "Differential Leucocyte Count", "Physical Examination", "", "---", "12.5"])
+def test_non_tests(raw):
+    assert not normalise_name(raw).is_test
+
+
+@pytest.mark.parametrize("raw", ["Prothrombin Time", "Bleeding Time", "Blood Group", "Sodium", "pH", "Rh Type"])
+def test_tests_that_look_like_non_tests(raw):
+    assert normalise_name(raw).is_test
+
+
+def test_bracketed_and_slashed_readings():
+    assert "mcv" in normalise_name("Mean Corpuscular Volume (MCV)").alternatives
+    alternatives = normalise_name("SGOT / AST").alternatives
+    assert "aspartate aminotransferase" in alternatives
+
+
+def test_misspellings_are_corrected_against_a_vocabulary():
+    corrector = SpellingCorrector(["cholesterol", "bilirubin", "triglycerides", "aspartate", "aminotransferase",
+                                   "creatinine", "hemoglobin"])
+    assert normalise_name("Cholestrol, Total", vocabulary=corrector).text == "cholesterol total"
+    assert normalise_name("Billirubin", vocabulary=corrector).text == "bilirubin"
+    assert normalise_name("Trigylcerides", vocabulary=corrector).text == "triglycerides"
+    assert normalise_name("Asparate Aminotransferase", vocabulary=corrector).text == "aspartate aminotransferase"
+    assert normalise_name("Creatinne", vocabulary=corrector).text == "creatinine"
+    assert corrector.correct_word("sodium") == "sodium"  # unknown but no close neighbour: unchanged
+    assert corrector.correct_word("ggt") == "ggt"  # short words are never "corrected"
+
+
+@pytest.mark.parametrize(("unit", "normalised", "klass"), [
+    ("mg/dL", "mg/dl", "mass"), ("gm/dl", "g/dl", "mass"), ("g%", "g%", "mass"), ("mcg/dL", "ug/dl", "mass"),
+    ("µmol/L", "umol/l", "molar"), ("mEq/L", "meq/l", "molar"),
+    ("x10^3/uL", "10*3/ul", "count"), ("10^3/µL", "10*3/ul", "count"), ("K/uL", "10*3/ul", "count"),
+    ("cells/cumm", "cells/ul", "count"), ("lakhs/cumm", "10*5/ul", "count"), ("mill/cumm", "10*6/ul", "count"),
+    ("%", "%", "percent"), ("ratio", "ratio", "ratio"), ("U/L", "u/l", "activity"), ("IU/L", "iu/l", "activity"),
+    ("uIU/mL", "uiu/ml", "activity"), ("fL", "fl", "entvol"), ("pg", "pg", "entmass"),
+    ("mm/1st hr", "mm/h", "velocity"), ("sec", "sec", "time"), ("mL/min/1.73m2", "ml/min/1.73m2", "rate"),
+    ("mg/24 hrs", "mg/24h", "excretion"), ("/hpf", "/hpf", "field"), (None, "", None), ("", "", None),
+])
+def test_units(unit, normalised, klass):
+    assert normalise_unit(unit) == normalised
+    assert unit_class(unit) == klass
+
+
+def test_qualitative_values():
+    assert is_qualitative_value("Positive") is True
+    assert is_qualitative_value("Non Reactive") is True
+    assert is_qualitative_value("Nil") is True
+    assert is_qualitative_value("++") is True
+    assert is_qualitative_value("14.5") is False
+    assert is_qualitative_value("<0.5") is False
+    assert is_qualitative_value(None) is None

@@ -1,0 +1,65 @@
+"""The engine on the shipped reference and synonyms with the packaged model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.mapping.types import CATEGORIES, LabTestQuery
+
+DEV_LIST = Path(__file__).parent / "data" / "dev_reports.csv"
+
+
+@pytest.mark.parametrize(("name", "unit", "specimen", "code"), [
+    ("Hemoglobin", "g/dL", None, "718-7"),
+    ("S. Creatinine", "mg/dL", None, "2160-0"),
+    ("creatinine", "umol/L", None, "14682-9"),
+    ("Creatinine", "mg/dL", "Urine", "2161-8"),
+    ("Glucose", "mmol/L", None, "14749-6"),
+    ("Lymphocytes", "%", None, "736-9"),
+    ("Lymphocytes", "10^3/uL", None, "731-0"),
+    ("Sodium, Whole Blood", "mmol/L", None, "2947-0"),
+    ("Albumin", None, "Urine", "20454-5"),
+])
+def test_well_known_names(engine, name, unit, specimen, code):
+    [result] = engine.map([LabTestQuery(name=name, unit=unit, specimen=specimen)])
+    assert result.loinc_code == code, result
+    assert not result.needs_review
+
+
+@pytest.mark.parametrize("name", ["Doctor's remarks", "Page 2 of 3", "Sample type"])
+def test_non_tests_get_no_code(engine, name):
+    [result] = engine.map([LabTestQuery(name=name)])
+    assert result.loinc_code is None and result.match_method == "none" and result.category == "Others"
+
+
+def test_unknown_tests_abstain_with_a_category(engine):
+    [widal, nonsense] = engine.map([LabTestQuery("Widal - S. Typhi 'O'", value="1:80"),
+                                    LabTestQuery("Quux frobnication index", "zz")])
+    assert widal.loinc_code is None and widal.needs_review and widal.category == "Infection Markers"
+    assert nonsense.loinc_code is None and nonsense.needs_review and nonsense.category in CATEGORIES
+
+
+def test_development_list_does_not_regress(engine):
+    """Our own development list (not the held-out list): guards against regressions while tuning."""
+    from worker.mapping.evaluate import evaluate_file
+
+    report = evaluate_file(engine, DEV_LIST)
+    assert report.coverage == 1.0
+    assert report.top1 >= 0.95
+    assert report.category_accuracy >= 0.97
+    assert report.no_code_accuracy == 1.0
+
+
+def test_sample_jobs_map_to_app_categories(engine):
+    from worker.sample_jobs import load_sample, sample_names
+
+    for sample in sample_names():
+        tests = load_sample(sample)
+        results = engine.map([LabTestQuery(t["test_name"], t.get("test_unit"), t.get("test_value"),
+                                           t.get("specimen")) for t in tests])
+        assert len(results) == len(tests)
+        assert all(r.category in CATEGORIES for r in results)
+        answered = [r for r in results if r.loinc_code]
+        assert len(answered) >= 0.6 * len(results), sample
