@@ -146,6 +146,7 @@ def test_sigterm_mid_batch_exits_in_time_and_releases_the_batch(sqs, queues, db,
         # Unfinished messages are visible again at once (not after the 300 s visibility timeout).
         assert depth(sqs, queues.url) == (4, 0)
     assert code == 0, log_path.read_text()
+    print(f"SIGTERM to exit with a batch stuck mid-write: {exit_seconds:.2f} s (deadline 3 s)")
     assert exit_seconds < 3 + 5, f"stopped in {exit_seconds:.1f} s"
     output = log_path.read_text()
     assert "shutdown deadline reached" in output and "message released" in output
