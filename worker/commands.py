@@ -62,8 +62,10 @@ def selfcheck(
     model: str = typer.Option(None, "--model", help="Model id or directory (default: ML_WORKER_MODEL, packaged)."),
 ) -> None:
     """Load the engine and map Hemoglobin g/dL; exit 0 only if it maps to 718-7. Needs no DB, no AWS."""
+    import os
     import time
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from worker.mapping.engine import MappingEngine
     from worker.mapping.model import resolve_model
     from worker.mapping.types import LabTestQuery

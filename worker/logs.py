@@ -43,5 +43,5 @@ def configure_logging(level: str = "INFO", stream=None) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     for noisy in ("botocore", "boto3", "urllib3", "sentence_transformers", "transformers", "filelock",
-                  "werkzeug", "moto"):
+                  "werkzeug", "moto", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

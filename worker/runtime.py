@@ -40,6 +40,8 @@ def consumer_options(settings: WorkerSettings) -> ConsumerOptions:
 
 def load_engine(settings: WorkerSettings):
     """The mapping engine for these settings (imports torch: call it once per process)."""
+    # Log lines are JSON objects only: no progress bars from the model loaders.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from worker.mapping.engine import MappingEngine
 
     started = time.monotonic()
