@@ -85,7 +85,6 @@ def _register() -> None:
     app.add_typer(service.app, name="service")
     app.add_typer(scaling.app, name="scaling")
     sendtest.register(app)
-    queues.app.command("send-test", hidden=True, help="Same as opsctl send-test.")(sendtest.send_test)
     service.register(app)
     deploy.register(app)
     doctor.register(app)
