@@ -334,13 +334,15 @@ def worker_env(endpoint: str, queue_url: str, database_url: str, model: str, ind
 
 # Runs ``python -m worker`` with cProfile in every thread (the consumer maps each batch in its own
 # thread, which a plain ``python -m cProfile`` would miss) and merges the threads' stats on exit.
+# Each thread is timed by its own CPU clock: on a shared machine a wall clock would charge
+# whatever function happened to be running when the process was preempted.
 PROFILE_BOOTSTRAP = r"""
-import cProfile, pstats, runpy, sys, threading
+import cProfile, pstats, runpy, sys, threading, time
 out = sys.argv[1]
 profiles, lock = [], threading.Lock()
 original_run = threading.Thread.run
 def run(self):
-    profile = cProfile.Profile()
+    profile = cProfile.Profile(time.thread_time)
     with lock:
         profiles.append((self.name, profile))
     profile.enable()
@@ -349,7 +351,7 @@ def run(self):
     finally:
         profile.disable()
 threading.Thread.run = run
-main = cProfile.Profile()
+main = cProfile.Profile(time.thread_time)
 profiles.append(("MainThread", main))
 sys.argv = ["worker"]
 main.enable()
@@ -392,7 +394,7 @@ def print_profile(path: Path, limit: int = 20) -> None:
         stream = io.StringIO()
         pstats.Stats(str(source), stream=stream).strip_dirs().sort_stats(order).print_stats(limit)
         what = "batch-handler threads" if source == handler else "whole worker process"
-        print(f"--- profile of the {what}, top {limit} by {order} ---", file=sys.stderr)
+        print(f"--- profile of the {what} (thread CPU time), top {limit} by {order} ---", file=sys.stderr)
         print(stream.getvalue(), file=sys.stderr)
 
 
@@ -484,6 +486,8 @@ def run_bench(config: BenchConfig) -> dict:
             peak_mb = monitor.stop()
         note(f"worker stopped (exit {code}); peak RSS {peak_mb:.0f} MB")
         if config.profile:
+            note("under --profile every figure is inflated by the profiler (start-up most): "
+                 "take the figures from a run without it")
             if config.profile.exists():
                 print_profile(config.profile)
             else:
