@@ -197,9 +197,3 @@ def test_send_test_denied_by_the_queue_policy(stack, opsctl, hook):
     assert result.exit_code == 1
     assert f"not allowed to send to {stack.queue_url}" in result.stderr and "operatorRoleArns" in result.stderr
 
-
-def test_queue_send_test_is_an_alias(stack, opsctl):
-    """docs/deployment.md says `opsctl queue send-test`; the issue says `opsctl send-test`: both work."""
-    result = opsctl("queue", "send-test", "--json")
-    assert result.exit_code == 0, result.output
-    assert received(stack, stack.queue_url)[0]["id"] == json.loads(result.stdout)["message_id"]
