@@ -18,6 +18,9 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
   with a long poll, so a priority message is always taken first.
 - While the handler works (in a worker thread), the consumer's thread extends the batch's
   visibility every ``heartbeat`` seconds, so a slow batch is never handed to a second consumer.
+- ``ready()`` (optional): after a batch in which every message failed, the consumer calls it,
+  with a growing pause, before it receives again, so that an outage of what the handler
+  depends on does not burn the receive counts of the whole queue.
 - ``stop()``: stop receiving, let the batch in work finish within ``shutdown_deadline`` seconds,
   release whatever is unfinished with visibility 0 (visible to the next consumer at once), return.
   If the handler is still running at the deadline, ``abandoned`` is set: the handler must be
@@ -144,7 +147,8 @@ class _QueueInfo:
 class Consumer:
     def __init__(self, queue_urls: str | Sequence[str], handler: Handler, decode: Decoder | None = None,
                  options: ConsumerOptions | None = None, sqs: Any = None,
-                 on_busy: Hook | None = None, on_idle: Hook | None = None, on_poll: Hook | None = None):
+                 on_busy: Hook | None = None, on_idle: Hook | None = None, on_poll: Hook | None = None,
+                 ready: Callable[[], bool] | None = None):
         self.queue_urls = [queue_urls] if isinstance(queue_urls, str) else list(queue_urls)
         if not self.queue_urls:
             raise ValueError("no queue to consume")
@@ -157,6 +161,8 @@ class Consumer:
             sqs = aws.client("sqs")
         self.sqs = sqs
         self.on_busy, self.on_idle, self.on_poll = on_busy, on_idle, on_poll
+        self.ready = ready
+        self._suspect = False
         self.stats = ConsumerStats()
         self.abandoned = False
         self._stopping = threading.Event()
@@ -187,6 +193,9 @@ class Consumer:
                                             "visibility_timeout": self.options.visibility_timeout})
         pause = 1.0
         while not self.stopping:
+            if self._suspect:
+                self._wait_until_ready()
+                continue
             try:
                 self.run_once()
                 pause = 1.0
@@ -397,11 +406,31 @@ class Consumer:
                 failed.append(message)
                 reasons[message.message_id] = result.reason or "failed"
         self._delete(finished)
+        # A batch that failed as a whole points at a dependency (a database outage): check it is
+        # back before receiving more, rather than spending every queued message's receive count.
+        self._suspect = bool(failed) and not finished and self.ready is not None
         if self.stopping:
             # Shutting down: a failed message is better retried at once by the next consumer.
             self._release(failed)
         else:
             self._schedule_retry(failed, reasons)
+
+    def _wait_until_ready(self) -> None:
+        """Probe ``ready()`` with a growing pause, without receiving, until it passes or stop()."""
+        pause = 1.0
+        while not self.stopping:
+            try:
+                ok = bool(self.ready())
+            except Exception as error:  # a probe that raises means "not ready"
+                ok = False
+                log.debug("readiness probe raised", extra={"error": repr(error)})
+            if ok:
+                log.info("dependencies ready again: resuming")
+                self._suspect = False
+                return
+            log.warning("a dependency is unavailable: not receiving; checking again in %.0f s", pause)
+            self._stopping.wait(pause)
+            pause = min(pause * 2, RECEIVE_ERROR_PAUSE_MAX)
 
     def _handle(self, messages: list[Message]) -> Mapping[str, Result] | None:
         """Run the handler in a worker thread and keep the batch invisible until it returns.

@@ -104,6 +104,10 @@ class LabCategorizationHandler:
 
     decode = staticmethod(decode)
 
+    def ready(self) -> bool:
+        """The consumer's readiness probe: is the database answering?"""
+        return repo.ping(self.db)
+
     def __call__(self, messages: Sequence[Message]) -> dict[str, Result]:
         started = time.monotonic()
         by_job: dict[str, list[Message]] = {}

@@ -102,7 +102,7 @@ def build_worker(settings: WorkerSettings, db, engine, sqs=None) -> Worker:
     protection = TaskProtection(settings.ecs_agent_uri, settings.visibility_timeout)
     health = HealthFile(settings.health_file)
     consumer = Consumer(settings.queue_urls(), handler, decode=handler.decode, options=consumer_options(settings),
-                        sqs=sqs, on_busy=protection.busy, on_idle=protection.idle)
+                        sqs=sqs, on_busy=protection.busy, on_idle=protection.idle, ready=handler.ready)
     worker = Worker(settings, consumer, handler, health, protection, stats)
     consumer.on_poll = worker.on_poll
     return worker

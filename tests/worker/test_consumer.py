@@ -223,3 +223,30 @@ def test_messages_received_after_stop_are_released(sqs, queues):
     consumer.run_once()
     assert handler.batches == []
     assert [m["Body"] for m in receive_all(sqs, queues.url)] == ["late"]
+
+
+def test_after_a_batch_fails_as_a_whole_the_consumer_waits_for_readiness_before_receiving(sqs, queues):
+    send(sqs, queues.url, "a")
+    database_up = threading.Event()
+    probes: list[bool] = []
+
+    def ready():
+        probes.append(database_up.is_set())
+        return database_up.is_set()
+
+    handler = Recorder(lambda m: done() if database_up.is_set() else retry("database down"))
+    consumer = Consumer(queues.url, handler, options=options(wait_time=0, retry_backoff=0), sqs=sqs, ready=ready)
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    try:
+        time.sleep(2.5)
+        assert len(handler.batches) == 1  # not received again although visible at once (backoff 0)
+        assert probes and not any(probes)
+        database_up.set()
+        deadline = time.monotonic() + 10
+        while counts(sqs, queues.url) != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        consumer.stop(1)
+        thread.join(10)
+    assert len(handler.batches) == 2 and counts(sqs, queues.url) == (0, 0)

@@ -70,6 +70,16 @@ class MemoryRow:
     model_version: str | None
 
 
+def ping(engine: Engine) -> bool:
+    """True when the database answers."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(select(1))
+        return True
+    except Exception:  # any driver or pool error means "not now"
+        return False
+
+
 def claim_jobs(engine: Engine, jobs: Sequence[JobRow]) -> set[str]:
     """Record that these jobs are in work (attempts + 1) and return the ids already done.
 
