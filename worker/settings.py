@@ -67,6 +67,10 @@ class WorkerSettings(BaseSettings):
         if self.heartbeat is None:
             # Extend well before the visibility timeout runs out: a third of it, at most every minute.
             self.heartbeat = max(1.0, min(60.0, self.visibility_timeout / 3))
+        elif self.heartbeat >= self.visibility_timeout:
+            raise ValueError(f"ML_WORKER_HEARTBEAT ({self.heartbeat:g} s) must be shorter than "
+                             f"ML_WORKER_VISIBILITY_TIMEOUT ({self.visibility_timeout} s), or a slow batch "
+                             "becomes visible to another worker")
         if self.health_max_age is None:
             # One long poll plus one batch that may legitimately take a whole visibility timeout.
             self.health_max_age = float(self.wait_time + self.visibility_timeout + 60)

@@ -57,6 +57,13 @@ def test_invalid_settings_are_refused(clean_env):
     clean_env.setenv("ML_WORKER_BATCH_SIZE", "11")
     with pytest.raises(ValueError):
         WorkerSettings()
+    clean_env.setenv("ML_WORKER_BATCH_SIZE", "10")
+    clean_env.setenv("ML_WORKER_VISIBILITY_TIMEOUT", "30")
+    clean_env.setenv("ML_WORKER_HEARTBEAT", "30")
+    with pytest.raises(ValueError, match="HEARTBEAT"):
+        WorkerSettings()
+    clean_env.setenv("ML_WORKER_HEARTBEAT", "10")
+    assert WorkerSettings().heartbeat_seconds == 10
 
 
 def test_log_lines_are_json_objects_with_the_job_fields():
