@@ -153,7 +153,19 @@ class LabCategorizationHandler:
         try:
             mapped = self._map({job_id: _queries(job) for job_id, job in pending.items()})
         except Exception as error:
-            return fail_all(pending, error, "mapping failed")
+            if len(pending) == 1 or not repo.ping(self.db):
+                return fail_all(pending, error, "mapping failed")
+            # One job may be what breaks the batch: map them one by one, so only it is retried.
+            log.warning("batch mapping failed; mapping job by job", extra={"error": _error_text(error)})
+            mapped = {}
+            for job_id, job in list(pending.items()):
+                try:
+                    mapped.update(self._map({job_id: _queries(job)}))
+                except Exception as job_error:
+                    fail_all([job_id], job_error, "mapping failed")
+                    del pending[job_id]
+            if not pending:
+                return results
 
         # 5. One transaction per job.
         elapsed_mapping = time.monotonic() - started

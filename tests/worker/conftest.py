@@ -86,11 +86,11 @@ class RunningWorker:
 def run_worker(worker_settings, db, mapping_engine):
     """``with run_worker() as worker:`` runs a worker on the test's queues; keyword overrides go to the settings."""
 
-    def start(settings=None, database=None, **overrides):
+    def start(settings=None, database=None, engine=None, **overrides):
         settings = settings or worker_settings
         if overrides:
             settings = settings.model_copy(update=overrides)
-        return RunningWorker(settings, database or db, mapping_engine)
+        return RunningWorker(settings, database or db, engine or mapping_engine)
 
     return start
 

@@ -162,3 +162,32 @@ def test_a_name_seen_before_costs_a_lookup_not_an_inference(sqs, queues, db, run
     assert [r.loinc_code for r in second_results] == [r.loinc_code for r in first_results]
     assert [r.test_value for r in second_results] == ["13.1", "9.9"]
 
+
+
+class FailsOn:
+    """The real engine, except that it raises on one test name: a stand-in for an engine bug."""
+
+    def __init__(self, engine, name: str):
+        self.engine, self.name = engine, name
+        self.model_version = engine.model_version
+
+    def key(self, query):
+        return self.engine.key(query)
+
+    def map(self, queries):
+        if any(query.name == self.name for query in queries):
+            raise RuntimeError("engine bug")
+        return self.engine.map(queries)
+
+
+def test_a_job_that_breaks_the_engine_does_not_take_its_batch_with_it(sqs, queues, db, run_worker, waiter,
+                                                                      mapping_engine):
+    good = [send_job(sqs, queues.url, document_id=n) for n in (1, 2)]
+    bad = send_job(sqs, queues.url, document_id=3, tests=[{"test_name": "BOOM", "test_value": "1"}])
+    with run_worker(engine=FailsOn(mapping_engine, "BOOM"), retry_backoff=30) as worker:
+        waiter(lambda: is_done(db, *good), what="the good jobs")
+        waiter(lambda: worker.consumer.stats.retried >= 1, what="the bad job to be given back")
+    job, results = job_rows(db, bad)
+    assert (job.status, job.attempts, results) == ("processing", 1, [])
+    assert job.error == "mapping failed: RuntimeError: engine bug"
+    assert depth(sqs, queues.url) == (0, 1)  # the bad job waits for its retry; the good ones are gone
