@@ -71,7 +71,7 @@ def test_reference_categories_are_app_categories():
 def test_calibration_file_loads_and_is_monotonic_in_score():
     assert CALIBRATION_PATH.is_file()
     calibration = Calibration.load()
-    low = calibration.confidence(score=0.5, margin=0.1, concept_margin=0.1, direct=False, has_unit=True)
-    high = calibration.confidence(score=1.4, margin=0.1, concept_margin=0.1, direct=False, has_unit=True)
+    low = calibration.confidence(score=0.5, margin=0.1, concept_margin=0.1, direct=False, coverage=1.0)
+    high = calibration.confidence(score=1.4, margin=0.1, concept_margin=0.1, direct=False, coverage=1.0)
     assert 0.0 <= low < high <= 1.0
     assert 0.0 < calibration.threshold < 1.0

@@ -47,7 +47,7 @@ from worker.mapping.types import CATEGORIES, OTHERS, LabTestQuery, MappingResult
 
 RECIPE_VERSION = "1"  # bump when the text embedded for reference entries changes
 SYNONYMS_PATH = DATA_DIR / "synonyms.csv"
-CALIBRATION_PATH = DATA_DIR / "calibration.json"
+CALIBRATION_PATH = DATA_DIR / "calibration.csv"
 TOP_K = 25
 QUERY_CACHE_SIZE = 50_000
 
@@ -135,20 +135,24 @@ def _words(text: str) -> list[str]:
 
 def word_f1(query: str, alias: str) -> float:
     """Harmonic mean of the shares of words each side finds in the other (fuzzy for long words)."""
+    q_share, a_share = word_shares(query, alias)
+    return 0.0 if not q_share or not a_share else 2 * q_share * a_share / (q_share + a_share)
+
+
+def word_shares(query: str, alias: str) -> tuple[float, float]:
+    """(share of the query's words found in the alias, share of the alias's words found in the query)."""
     from rapidfuzz import fuzz
 
     q, a = _words(query), _words(alias)
     if not q or not a:
-        return 0.0
+        return 0.0, 0.0
 
     def found(word: str, others: list[str]) -> bool:
         if word in others:
             return True
         return len(word) >= 5 and any(len(o) >= 5 and fuzz.ratio(word, o) >= 85 for o in others)
 
-    q_share = sum(found(w, a) for w in q) / len(q)
-    a_share = sum(found(w, q) for w in a) / len(a)
-    return 0.0 if not q_share or not a_share else 2 * q_share * a_share / (q_share + a_share)
+    return sum(found(w, a) for w in q) / len(q), sum(found(w, q) for w in a) / len(a)
 
 
 def token_key(text: str) -> str:
@@ -214,30 +218,38 @@ def _stems(text: str) -> set[str]:
 @dataclass(frozen=True)
 class Calibration:
     """P(top-1 is right) = sigmoid(w0 + w_score*score + w_margin*margin + w_concept*concept_margin
-    + w_direct*direct + w_unit*has_unit), fitted on development data (``data/calibration.json``)."""
+    + w_direct*direct + w_coverage*coverage), fitted on development data (``data/calibration.csv``)."""
 
     w0: float = -6.0
     w_score: float = 6.0
     w_margin: float = 4.0
     w_concept: float = 6.0
     w_direct: float = 1.5
-    w_unit: float = 0.5
+    w_coverage: float = 0.0
     threshold: float = 0.5
     category_floor: float = 0.55  # below this score the category comes from the query's own words
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_PATH) -> Calibration:
-        if path.is_file():
-            data = json.loads(path.read_text())
-            return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__})
-        return cls()
+        if not path.is_file():
+            return cls()
+        with open(path, newline="", encoding="utf-8") as handle:
+            values = {row["name"]: float(row["value"]) for row in csv.DictReader(handle)}
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
-    def logit(self, score: float, margin: float, concept_margin: float, direct: bool, has_unit: bool) -> float:
+    def save(self, path: Path = CALIBRATION_PATH) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["name", "value"])
+            for name in self.__dataclass_fields__:
+                writer.writerow([name, round(float(getattr(self, name)), 4)])
+
+    def logit(self, score: float, margin: float, concept_margin: float, direct: bool, coverage: float) -> float:
         return (self.w0 + self.w_score * score + self.w_margin * margin + self.w_concept * concept_margin
-                + self.w_direct * float(direct) + self.w_unit * float(has_unit))
+                + self.w_direct * float(direct) + self.w_coverage * coverage)
 
-    def confidence(self, score: float, margin: float, concept_margin: float, direct: bool, has_unit: bool) -> float:
-        z = self.logit(score, margin, concept_margin, direct, has_unit)
+    def confidence(self, score: float, margin: float, concept_margin: float, direct: bool, coverage: float) -> float:
+        z = self.logit(score, margin, concept_margin, direct, coverage)
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
@@ -249,6 +261,7 @@ class _Evidence:
     embedding: dict[int, float]
     exact: set[int]
     synonym: set[int]
+    coverage: dict[int, float]  # share of the query's words the candidate's names account for
 
 
 class MappingEngine:
@@ -425,10 +438,12 @@ class MappingEngine:
             # variants of one concept (units, specimens, methods) share its best name similarity:
             # the embedding finds the concept, the unit/specimen/method evidence picks the variant
             concept_emb = {i: max(float(e[j]) for j in self._concept_members[i]) for i in ids}
-            lexical = {i: self._name_similarity(norm.expanded, i) for i in ids}
+            similarity = {i: self._name_similarity(norm.expanded, i) for i in ids}
+            lexical = {i: sim for i, (sim, _) in similarity.items()}
+            coverage = {i: share for i, (_, share) in similarity.items()}
             for i in exact | synonym:  # an exact or synonym name match is a perfect name match
-                lexical[i] = concept_emb[i] = 1.0
-            evidence = _Evidence(lexical, concept_emb, exact, synonym)
+                lexical[i] = concept_emb[i] = coverage[i] = 1.0
+            evidence = _Evidence(lexical, concept_emb, exact, synonym, coverage)
             self._remember(self._evidence, norm.lookup_key, evidence)
 
     def _specimen_fits(self, i: int, specimen: str | None) -> bool:
@@ -440,16 +455,18 @@ class MappingEngine:
             return group in ("fluid", "pleural", "peritoneal", "synovial")
         return group == specimen
 
-    def _name_similarity(self, text: str, i: int) -> float:
+    def _name_similarity(self, text: str, i: int) -> tuple[float, float]:
         """Re-scores a retrieved candidate: character similarity of word-sorted names, and word coverage both
         ways (so 'hemoglobin f' is not 'hemoglobin', and 'hepatitis a' is not 'hepatitis c')."""
         from rapidfuzz import fuzz
 
-        best = 0.0
+        best, best_share = 0.0, 0.0
         for alias in self._entry_alias_texts[i]:
-            score = 0.5 * fuzz.token_sort_ratio(text, alias) / 100.0 + 0.5 * word_f1(text, alias)
-            best = max(best, score)
-        return best
+            q_share, a_share = word_shares(text, alias)
+            f1 = 0.0 if not q_share or not a_share else 2 * q_share * a_share / (q_share + a_share)
+            best = max(best, 0.5 * fuzz.token_sort_ratio(text, alias) / 100.0 + 0.5 * f1)
+            best_share = max(best_share, q_share)
+        return best, best_share
 
     def _lexical_scores(self, texts: list[str]) -> np.ndarray:
         from rapidfuzz import fuzz, process
@@ -568,7 +585,7 @@ class MappingEngine:
         runner_up = scored[1][0] if len(scored) > 1 else 0.0
         other_concept = next((s for s, i, _, _ in scored[1:] if self._concept[i] != self._concept[best_i]), 0.0)
         features = {"score": best_score, "margin": best_score - runner_up, "concept_margin": best_score - other_concept,
-                    "direct": direct, "has_unit": uclass is not None}
+                    "direct": direct, "coverage": evidence.coverage.get(best_i, 0.0)}
         return scored, features
 
     def ranking_features(self, queries: Sequence[LabTestQuery]) -> list[tuple[str | None, dict]]:

@@ -78,7 +78,8 @@ def basic_clean(text: str) -> str:
     text = unicodedata.normalize("NFKD", text or "")
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
     # dotted initialisms: "M.C.V." -> "mcv", "E.S.R." -> "esr" (but not "S. Typhi")
-    text = re.sub(r"(?<![a-z])((?:[a-z]\.\s?){2,})", lambda m: m.group(1).replace(".", "").replace(" ", "") + " ", text)
+    text = re.sub(r"(?<![a-z])((?:[a-z]\.\s?){2,}(?:[a-z](?![a-z]))?)",
+                  lambda m: m.group(1).replace(".", "").replace(" ", "") + " ", text)
     text = re.sub(r"(?<=\d)\+(?=\d)", " plus ", text).replace("+", " ").replace(" plus ", "+")
     text = text.replace("µ", "u").replace("μ", "u")
     text = FOOTNOTE_CHARS.sub(" ", text)
