@@ -71,3 +71,23 @@ def test_second_load_does_not_reembed_the_reference(sentence_encoder, packaged_m
     assert second_encoder.texts[-1:] == ["alanine aminotransferase"]
     engine.map([LabTestQuery("Hb", "g/dL"), LabTestQuery("creatinine")])
     assert second_encoder.calls == 2  # all seen: no forward pass at all
+
+
+def test_empty_reference_abstains(sentence_encoder, packaged_model_dir, tmp_path):
+    from worker.mapping.engine import MappingEngine
+    from worker.mapping.reference import Reference
+
+    engine = MappingEngine.load(packaged_model_dir, tmp_path, reference=Reference([]), synonyms=(),
+                                encoder=sentence_encoder)
+    [hb, page] = engine.map([LabTestQuery("Hemoglobin", "g/dL"), LabTestQuery("Page 2 of 3")])
+    assert hb.loinc_code is None and hb.needs_review and hb.category == "Complete Blood Count (CBC)"
+    assert page.loinc_code is None and not page.needs_review
+
+
+def test_benchmark_workload_shape():
+    from worker.mapping.benchmark import workload
+
+    rows = workload(500, 50)
+    assert len(rows) == 500
+    assert len({name for name, _ in rows}) == 50
+    assert workload(500, 50) == rows  # deterministic
