@@ -326,6 +326,7 @@ def worker_env(endpoint: str, queue_url: str, database_url: str, model: str, ind
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     })
     if index_dir:
         env["ML_WORKER_INDEX_DIR"] = index_dir
@@ -412,6 +413,9 @@ def run_bench(config: BenchConfig) -> dict:
         work_dir = Path(tempfile.mkdtemp(prefix="mlw-bench-"))
         cleanup.callback(shutil.rmtree, work_dir, True)
         os.environ["HF_HUB_OFFLINE"] = "1"
+        # One intra-op thread, as the image sets it (images/base: OMP_NUM_THREADS=1) for a 0.5 vCPU
+        # task; the worker and the baseline get the same.
+        threads = os.environ.setdefault("OMP_NUM_THREADS", "1")
 
         # The model and its reference index, built here first, as the image bakes them in.
         index_dir = None
@@ -424,6 +428,9 @@ def run_bench(config: BenchConfig) -> dict:
             index_dir = os.environ.get("ML_WORKER_INDEX_DIR")
         began = time.monotonic()
         engine_ = MappingEngine.load(model, index_dir)
+        import torch
+
+        torch.set_num_threads(int(threads))
         note(f"engine ready in {time.monotonic() - began:.1f} s ({len(engine_.reference)} reference entries, "
              f"model {engine_.model_version})")
 
@@ -518,6 +525,7 @@ def run_bench(config: BenchConfig) -> dict:
             "model": "bert-base-random (BioBERT-shaped)" if config.biobert_shaped else engine_.model_version,
             "database": "postgresql" if database_url.startswith("postgres") else "sqlite",
             "cpus": os.cpu_count(),
+            "torch_threads": int(threads),
             "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
     return figures
@@ -526,7 +534,8 @@ def run_bench(config: BenchConfig) -> dict:
 def render(figures: dict) -> str:
     lines = [
         f"workload        {figures['jobs']} jobs, {figures['tests']} tests; model {figures['model']}; "
-        f"{figures['database']}; {figures['cpus']} CPUs (load average {figures['load_avg_1m'][0]:.1f} before, "
+        f"{figures['database']}; {figures['cpus']} CPUs, {figures['torch_threads']} torch thread(s) "
+        f"(load average {figures['load_avg_1m'][0]:.1f} before, "
         f"{figures['load_avg_1m'][1]:.1f} after)",
         f"cold            {figures['cold_tests_per_s']:.1f} tests/s (every name new)",
         f"warm            {figures['warm_tests_per_s']:.1f} tests/s (names seen before)",
