@@ -624,7 +624,10 @@ class MappingEngine:
         if confidence >= self.calibration.threshold:
             return MappingResult(best.category, best.code, best.long_common_name, round(confidence, 4), method,
                                  candidates, needs_review=False)
-        category = best.category if best_score >= self.calibration.category_floor else self._fallback_category(norm)
+        # abstaining: the query's own words name the category if a rule knows them, else the best candidate's
+        category = self._fallback_category(norm)
+        if category == OTHERS and best_score >= self.calibration.category_floor:
+            category = best.category
         return MappingResult(category if category in CATEGORIES else OTHERS, None, None, round(confidence, 4),
                              "none", candidates, needs_review=True)
 

@@ -209,6 +209,8 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
         parts = [PARENTHESES.sub(" ", raw)] + PARENTHESES.findall(raw)
     elif "/" in raw and "ratio" not in cleaned and re.search(r"\s/|/\s", raw):
         parts = raw.split("/")  # "SGOT / AST": two names for one test
+    if _alternatives and re.search(r"\banti\b", text) and re.search(r"\bantibod(y|ies)\b", text):
+        parts.append(re.sub(r"\banti\b", " ", raw, flags=re.IGNORECASE))  # "Anti HCV Antibody" ~ "HCV antibody"
     if _alternatives and re.search(r"\btotal\b", text):
         parts.append(re.sub(r"\btotal\b", " ", raw, flags=re.IGNORECASE))  # "Alkaline Phosphatase, Total"
     if _alternatives and re.search(r"[a-z]/[a-z]", text) and "ratio" not in text:
@@ -294,7 +296,8 @@ _UNIT_RULES: tuple[tuple[str, str], ...] = (
 
 # Which LOINC properties a unit class is compatible with.
 UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
-    "percent": frozenset({"NFr", "MFr", "VFr", "SFr", "CFr", "Fr", "RelRto", "DistWidth", "Ratio", "NFR"}),
+    "percent": frozenset({"NFr", "MFr", "VFr", "SFr", "CFr", "Fr", "RelRto", "DistWidth", "Ratio", "NFR",
+                          "EntMCnc"}),  # MCHC is printed as g/dL or as %
     "mass": frozenset({"MCnc", "MSCnc", "EntMCnc", "MCncDiff", "MRto"}),
     "molar": frozenset({"SCnc", "MSCnc", "Osmol", "SRto"}),
     "count": frozenset({"NCnc", "Num", "Ratio"}),
