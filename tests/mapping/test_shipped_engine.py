@@ -21,6 +21,8 @@ DEV_LISTS = [Path(__file__).parent / "data" / name for name in ("dev_reports.csv
     ("Lymphocytes", "10^3/uL", None, "731-0"),
     ("Sodium, Whole Blood", "mmol/L", None, "2947-0"),
     ("Albumin", None, "Urine", "20454-5"),
+    ("PCT", "ng/mL", None, "33959-8"),
+    ("PCT", "%", None, "51637-7"),
 ])
 def test_well_known_names(engine, name, unit, specimen, code):
     [result] = engine.map([LabTestQuery(name=name, unit=unit, specimen=specimen)])
