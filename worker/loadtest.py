@@ -708,6 +708,7 @@ class LoadConfig:
     shutdown_deadline: int = 30
     outage_s: float = 6.0
     faults: bool = True
+    rounds: int | None = None  # fault rounds (SIGKILL, SIGTERM, outage); default 1 per 500 jobs
     timeout: float | None = None
     keep: bool = False
     work_dir: Path | None = None
@@ -769,6 +770,8 @@ def run_load(config: LoadConfig) -> LoadReport:
     import sqlalchemy
 
     began = time.monotonic()
+    if config.rounds is None:
+        config.rounds = max(1, config.jobs // 500)
     timeout = config.timeout or (300 + 1.0 * config.jobs)
     hard_deadline = began + timeout
     work_dir = config.work_dir or Path(tempfile.mkdtemp(prefix="mlw-load-"))
@@ -828,9 +831,12 @@ def run_load(config: LoadConfig) -> LoadReport:
         documents = set(workload.expected)
         total = len(documents)
         # The messages go out in phases; each fault is injected while a fresh phase is in work,
-        # so that it hits a batch in flight whatever N is.
-        cuts = [0, int(len(workload.messages) * 0.4), int(len(workload.messages) * 0.6),
-                int(len(workload.messages) * 0.8), len(workload.messages)]
+        # so that it hits a batch in flight whatever N is. A round is SIGKILL, SIGTERM, outage;
+        # the first phase carries 40% of the messages, the rest are split evenly.
+        rounds = max(1, config.rounds or 1) if config.faults else 1
+        count = len(workload.messages)
+        first = int(count * 0.4)
+        cuts = [0] + [first + (count - first) * k // (3 * rounds) for k in range(3 * rounds)] + [count]
         phases = [workload.messages[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
         sent: Counter = Counter()
 
@@ -879,11 +885,20 @@ def run_load(config: LoadConfig) -> LoadReport:
         log("workers ready")
         for worker in workers:
             worker.busy.clear()
-        send_phase(0)
-        log(f"phase 1 sent ({len(phases[0])} messages)")
-        if config.faults:
+        phase = 0
+
+        def next_phase() -> None:
+            nonlocal phase
+            send_phase(phase)
+            log(f"phase {phase + 1}/{len(phases)} sent ({len(phases[phase])} messages)")
+            phase += 1
+
+        for round_number in range(rounds):
+            next_phase()
+            if not config.faults or remaining() < 120:
+                continue
             # 1. SIGKILL the first worker seen taking a batch, then restart it (as ECS would).
-            victim = next_busy(min(120, remaining()), clear=False)
+            victim = next_busy(min(120, remaining()), clear=round_number > 0)
             if victim is not None:
                 victim.kill()
                 faults["sigkill"] += 1
@@ -891,9 +906,7 @@ def run_load(config: LoadConfig) -> LoadReport:
                 victim.start()
             else:
                 notes.append("SIGKILL skipped: no worker took a batch within 120 s")
-        send_phase(1)
-        log(f"phase 2 sent ({len(phases[1])} messages)")
-        if config.faults:
+            next_phase()
             # 2. SIGTERM the next worker seen taking a batch: it must exit 0 within its deadline.
             victim = next_busy(min(120, remaining()))
             if victim is not None:
@@ -906,9 +919,7 @@ def run_load(config: LoadConfig) -> LoadReport:
             else:
                 notes.append("SIGTERM skipped: no worker took a batch within 120 s")
             wait_ready(min(300, remaining()))
-        send_phase(2)
-        log(f"phase 3 sent ({len(phases[2])} messages)")
-        if config.faults:
+            next_phase()
             # 3. The database refuses connections (and open ones are cut) while a batch is in work.
             next_busy(min(120, remaining()))
             proxy.down()
@@ -916,9 +927,10 @@ def run_load(config: LoadConfig) -> LoadReport:
             log(f"database down for {config.outage_s:.0f} s (connections refused)")
             time.sleep(config.outage_s)
             proxy.up()
-            log(f"database back ({proxy.connections_cut} connections cut)")
-        send_phase(3)
-        log(f"phase 4 sent ({len(phases[3])} messages); sent {dict(sent)}")
+            log(f"database back ({proxy.connections_cut} connections cut so far)")
+        while phase < len(phases):
+            next_phase()
+        log(f"everything sent: {dict(sent)}")
         # Wait for the end: every good job done and the main queue empty. A queue that stays
         # empty while jobs are still missing means nothing more can arrive: stop waiting then.
         last_progress, last_log, empty_since = -1, 0.0, None
@@ -968,12 +980,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--visibility-timeout", type=int, default=30)
     parser.add_argument("--outage", type=float, default=6.0, help="seconds the database refuses connections")
     parser.add_argument("--no-faults", action="store_true", help="no kill/term/outage (poison and duplicates stay)")
+    parser.add_argument("--rounds", type=int, help="rounds of SIGKILL, SIGTERM and outage (default 1 per 500 jobs)")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds (default 300 + 1 s per job)")
     parser.add_argument("--keep", action="store_true", help="keep the logs and the throwaway database")
     args = parser.parse_args(argv)
     config = LoadConfig(jobs=args.jobs, workers=args.workers, database_url=args.database_url, seed=args.seed,
                         visibility_timeout=args.visibility_timeout, outage_s=args.outage,
-                        faults=not args.no_faults, timeout=args.timeout, keep=args.keep)
+                        faults=not args.no_faults, rounds=args.rounds, timeout=args.timeout, keep=args.keep)
     try:
         report = run_load(config)
     except _Stopped as stopped:
