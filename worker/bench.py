@@ -296,7 +296,7 @@ def run_baseline(engine_, store, sqs, queue_url: str, timeout: float) -> RunFigu
 
 @dataclass
 class BenchConfig:
-    jobs: int = 60
+    jobs: int = 100
     seed: int = 7
     database_url: str | None = None
     biobert_shaped: bool = False
@@ -556,7 +556,7 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         biobert_shaped: Annotated[bool, typer.Option(
             "--biobert-shaped", help="BERT-base with random weights instead of the packaged model")] = False,
-        jobs: Annotated[int, typer.Option("--jobs", min=1, help="jobs in the workload (one report panel each)")] = 60,
+        jobs: Annotated[int, typer.Option("--jobs", min=1, help="jobs in the workload (one report panel each)")] = 100,
         seed: Annotated[int, typer.Option("--seed")] = 7,
         database_url: Annotated[str | None, typer.Option(
             "--database-url", help="PostgreSQL URL (default: a SQLite file)")] = None,

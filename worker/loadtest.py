@@ -975,7 +975,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000, help="good jobs to send (default 2000)")
     parser.add_argument("--workers", type=int, default=3, help="worker processes (default 3)")
-    parser.add_argument("--database-url", help="use this PostgreSQL database instead of a throwaway one")
+    parser.add_argument("--database-url", help="use this (empty) PostgreSQL database instead of a throwaway one")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--visibility-timeout", type=int, default=30)
     parser.add_argument("--outage", type=float, default=6.0, help="seconds the database refuses connections")
