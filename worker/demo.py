@@ -76,6 +76,7 @@ def _results(db, message_ids: list[str]):
 
 def _render(console, sent: list[SentJob], jobs, rows) -> None:
     from rich.table import Table
+    from rich.text import Text  # data cells as Text: rich must not read "[#/volume]" in a LOINC name as markup
 
     for job in sent:
         record = jobs.get(job.message_id)
@@ -89,8 +90,9 @@ def _render(console, sent: list[SentJob], jobs, rows) -> None:
             table.add_column(column, **options)
         for row in rows.get(job.message_id, []):
             confidence = f"{row.confidence:.2f}" + (" ?" if row.needs_review else "")
-            table.add_row(row.test_name, row.test_value or "", row.test_unit or "", row.category,
-                          row.loinc_code or "-", row.loinc_name or "-", confidence)
+            cells = (row.test_name, row.test_value or "", row.test_unit or "", row.category,
+                     row.loinc_code or "-", row.loinc_name or "-", confidence)
+            table.add_row(*(Text(cell) for cell in cells))
         console.print(table)
 
 

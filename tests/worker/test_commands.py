@@ -47,9 +47,10 @@ def test_selfcheck_maps_hemoglobin_with_no_database_and_no_aws(index_dir):
 @pytest.mark.slow
 def test_demo_runs_the_whole_pipeline_locally(index_dir, tmp_path):
     # A fresh machine: no AWS profile or endpoint, no PostgreSQL settings, offline.
-    result = _run("demo", env=_env(ML_WORKER_INDEX_DIR=index_dir, HOME=str(tmp_path)))
+    result = _run("demo", env=_env(ML_WORKER_INDEX_DIR=index_dir, HOME=str(tmp_path), COLUMNS="200"))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "user 123, document 456" in out
     assert "718-7" in out and "Complete Blood Count (CBC)" in out
+    assert "Leukocytes [#/volume] in Blood" in out  # official names print whole, not eaten as rich markup
     assert "done: 2/2 jobs" in out

@@ -94,12 +94,13 @@ def map_command(
 def _render_result(data: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text  # not markup: "[#/volume]" in a LOINC name is text
 
     table = Table(show_header=False, box=None)
     for key in ("test_name", "test_unit", "category", "loinc_code", "loinc_name", "confidence", "match_method",
                 "needs_review", "candidates", "model_version"):
         value = data.get(key)
-        table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+        table.add_row(key, Text(", ".join(value) if isinstance(value, list) else str(value)))
     Console().print(table)
 
 
@@ -130,6 +131,7 @@ def eval_command(
     table.add_row("coverage", f"{report.coverage:.1%}")
     table.add_row("top-1 (covered rows)", f"{report.top1:.1%}")
     table.add_row("top-3 (covered rows)", f"{report.top3:.1%}")
+    table.add_row("top-1 same analyte (covered rows)", f"{report.same_analyte:.1%}")
     table.add_row("answered / precision", f"{report.answered:.1%} / {report.precision:.1%}")
     table.add_row(f"category accuracy ({report.category_rows} rows)", f"{report.category_accuracy:.1%}")
     if report.no_code_rows:
