@@ -11,8 +11,9 @@ Two formats are read, told apart by their header:
 
 Definitions: *coverage* is the share of expected codes present in the reference; *top-1* and
 *top-3* are measured on the covered rows (an abstention counts as a miss; top-3 looks at the
-candidates); *answered* is the share of covered rows that got a code, and *precision* the share
-of those codes that are right.
+candidates); *same analyte* counts a top-1 that names the expected LOINC component in another
+variant (method, property or specimen) as well; *answered* is the share of covered rows that got a
+code, and *precision* the share of those codes that are right.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Report:
     coverage: float
     top1: float
     top3: float
+    same_analyte: float  # top-1 names the expected analyte (same LOINC component), maybe another variant
     answered: float
     precision: float
     category_rows: int
@@ -77,9 +79,9 @@ def read_cases(path: str | Path) -> tuple[str, list[Case]]:
 
 
 def score(cases: Sequence[Case], results: Sequence[MappingResult], in_reference, category_of,
-          file: str = "", fmt: str = "") -> Report:
-    """Compute the report; ``in_reference(code)`` and ``category_of(code)`` look codes up in the reference."""
-    labelled = covered = top1 = top3 = answered = right_answers = 0
+          file: str = "", fmt: str = "", component_of=lambda code: None) -> Report:
+    """Compute the report; ``in_reference``, ``category_of`` and ``component_of`` look codes up in the reference."""
+    labelled = covered = top1 = top3 = answered = right_answers = same_analyte = 0
     cat_rows = cat_right = no_code_rows = no_code_right = 0
     errors: list[dict] = []
     for case, result in zip(cases, results, strict=True):
@@ -91,6 +93,8 @@ def score(cases: Sequence[Case], results: Sequence[MappingResult], in_reference,
                 hit = result.loinc_code == case.expected_code
                 top1 += hit
                 top3 += case.expected_code in result.candidates[:3] or hit
+                same_analyte += hit or bool(result.loinc_code and component_of(result.loinc_code) is not None
+                                            and component_of(result.loinc_code) == component_of(case.expected_code))
                 if result.loinc_code:
                     answered += 1
                     right_answers += hit
@@ -109,6 +113,7 @@ def score(cases: Sequence[Case], results: Sequence[MappingResult], in_reference,
     ratio = lambda a, b: round(a / b, 4) if b else 0.0  # noqa: E731
     return Report(file=file, format=fmt, rows=len(cases), labelled=labelled, covered=covered,
                   coverage=ratio(covered, labelled), top1=ratio(top1, covered), top3=ratio(top3, covered),
+                  same_analyte=ratio(same_analyte, covered),
                   answered=ratio(answered, covered), precision=ratio(right_answers, answered),
                   category_rows=cat_rows, category_accuracy=ratio(cat_right, cat_rows),
                   no_code_rows=no_code_rows, no_code_accuracy=ratio(no_code_right, no_code_rows), errors=errors)
@@ -122,6 +127,11 @@ def evaluate_file(engine, path: str | Path) -> Report:
         described = engine.describe(code)
         return described[1] if described else None
 
-    report = score(cases, results, lambda code: engine.describe(code) is not None, category_of, str(path), fmt)
+    def component_of(code: str) -> str | None:
+        entry = engine.reference.by_code.get(code)
+        return entry.component.lower() if entry else None
+
+    report = score(cases, results, lambda code: engine.describe(code) is not None, category_of, str(path), fmt,
+                   component_of)
     report.model_version = engine.model_version
     return report
