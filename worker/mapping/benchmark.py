@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     result["index_build_seconds"] = build["build_seconds"]
     result["model"] = "BERT-base, random weights (BioBERT-shaped)" if args.biobert_shaped else result["model_version"]
     result["cpu_threads"] = os.cpu_count()
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)  # other processes sharing the CPU skew the figures
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
           f"({result['texts_embedded']} names embedded in {result['encode_calls']} forward passes)")
     print(f"warm                 {result['warm_seconds']:.2f} s  = {result['warm_rows_per_second']:.0f} rows/s")
     print(f"peak RSS             {result['peak_rss_mb']:.0f} MB")
+    print(f"machine              {result['cpu_threads']} CPUs, load average {result['load_average_1m']} at the end")
 
 
 if __name__ == "__main__":
