@@ -85,6 +85,7 @@ def basic_clean(text: str) -> str:
     text = FOOTNOTE_CHARS.sub(" ", text)
     text = text.replace("&", " and ").replace("'", "").replace("’", "")
     text = re.sub(r"\s:\s", "/", text)  # "BUN : Creatinine" is a ratio
+    text = re.sub(r"\bw/?\s*refl(?:ex)?\b.*$", " ", text)  # "TSH W/Reflex to FT4": the reflex is an order rule
     text = NON_WORD.sub(" ", text)
     text = re.sub(r"\s*/\s*", "/", text)
     text = re.sub(r"(?<![a-z0-9])/|/(?![a-z0-9])", " ", text)
