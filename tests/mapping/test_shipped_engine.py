@@ -66,3 +66,10 @@ def test_sample_jobs_map_to_app_categories(engine):
         assert all(r.category in CATEGORIES for r in results)
         answered = [r for r in results if r.loinc_code]
         assert len(answered) >= 0.6 * len(results), sample
+
+
+def test_per_field_units_mean_urine_sediment(engine):
+    [pus, rbc, wbc] = engine.map([LabTestQuery("Pus cells", "/HPF"), LabTestQuery("RBC", "/hpf"),
+                                  LabTestQuery("WBC", "10^3/uL")])
+    assert (pus.loinc_code, rbc.loinc_code, wbc.loinc_code) == ("5821-4", "13945-1", "6690-2")
+    assert engine.key(LabTestQuery("Pus cells", "/hpf"))[0].endswith("[urine]")

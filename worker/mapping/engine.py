@@ -16,6 +16,7 @@ Pure: no boto3, no SQL, no module-level state; numpy, rapidfuzz and sentence-tra
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -362,10 +363,13 @@ class MappingEngine:
     # -- public API ----------------------------------------------------------------------------
 
     def normalise(self, query: LabTestQuery) -> NormalisedName:
-        cache_key = (query.name or "", query.specimen or "")
+        field_unit = unit_class(query.unit) == "field"  # cells per high/low power field: a urine sediment
+        cache_key = (query.name or "", query.specimen or "", field_unit)
         norm = self._normalised.get(cache_key)
         if norm is None:
             norm = normalise_name(query.name or "", query.specimen, self.lexicon, self.corrector)
+            if field_unit and norm.is_test and norm.specimen in (None, "blood", "serum"):
+                norm = dataclasses.replace(norm, specimen="urine")
             self._remember(self._normalised, cache_key, norm)
         return norm
 

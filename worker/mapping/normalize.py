@@ -310,7 +310,7 @@ UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
     "velocity": frozenset({"Vel"}),
     "rate": frozenset({"VRat", "ArVRat"}),
     "excretion": frozenset({"MRat", "SRat", "CRat", "NRat", "VRat", "Vol"}),
-    "field": frozenset({"Naric", "NFld", "NCnc", "Num", "PrThr", "Prid"}),
+    "field": frozenset({"Naric", "NFld", "Num", "PrThr", "Prid"}),
     "titer": frozenset({"Titr", "ACnc", "PrThr"}),
     "osmol": frozenset({"Osmol", "SCnc"}),
     "pressure": frozenset({"PPres"}),
