@@ -41,6 +41,7 @@ from worker.mapping.normalize import (
     is_qualitative_value,
     normalise_name,
     normalise_unit,
+    phrase_sub,
     unit_class,
 )
 from worker.mapping.reference import DATA_DIR, Reference, ReferenceEntry
@@ -278,13 +279,14 @@ class MappingEngine:
         self.calibration = calibration or Calibration.load()
         self.synonyms = [s for s in synonyms if s.code in reference]
         self._build_text_views()
+        # model_version changes whenever anything that can change a result changes
         knowledge = hashlib.sha256("|".join((reference.version, RECIPE_VERSION, *(f"{s.term}>{s.code}" for s in
-                                   self.synonyms), repr(sorted(self.lexicon.abbreviations.items())))).encode())
+                                   self.synonyms), repr(self.lexicon), repr(self.calibration))).encode())
         self.model_version = f"{model_label_}+ref-{knowledge.hexdigest()[:6]}"
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._evidence: OrderedDict[str, _Evidence] = OrderedDict()
         self._decisions: OrderedDict[tuple, MappingResult] = OrderedDict()
-        self._normalised: OrderedDict[tuple[str, str], NormalisedName] = OrderedDict()
+        self._normalised: OrderedDict[tuple[str, str, bool], NormalisedName] = OrderedDict()
 
     # -- construction --------------------------------------------------------------------------
 
@@ -331,7 +333,6 @@ class MappingEngine:
             corrector_words.update(basic_clean(entry.long_common_name).split())
         for term in set(lex.abbreviations) | set(lex.abbreviations.values()) | set(lex.spellings.values()):
             corrector_words.update(term.split())
-        self.corrector = SpellingCorrector(corrector_words)
         for synonym in self.synonyms:
             i = self.reference.index_of[synonym.code]
             norm = normalise_name(synonym.term, lexicon=lex)
@@ -353,11 +354,9 @@ class MappingEngine:
         self._has_alias = np.isin(np.arange(len(self.reference)), self._alias_codes)
 
     def _alias_text(self, text: str) -> str:
-        cleaned = basic_clean(text)
-        from worker.mapping.normalize import _phrase_sub
-
-        cleaned = _phrase_sub(cleaned, self.lexicon.spellings)
-        expanded = _phrase_sub(cleaned, self.lexicon.abbreviations)
+        """A reference name written the way normalised queries are: spellings fixed, abbreviations expanded."""
+        cleaned = phrase_sub(basic_clean(text), self.lexicon.spellings)
+        expanded = phrase_sub(cleaned, self.lexicon.abbreviations)
         return " ".join(dict.fromkeys(expanded.split()))
 
     # -- public API ----------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def basic_clean(text: str) -> str:
     return SPACES.sub(" ", text).strip()
 
 
-def _phrase_sub(text: str, mapping: dict[str, str]) -> str:
+def phrase_sub(text: str, mapping: dict[str, str]) -> str:
     """Replace whole-word phrases, longest first, in one pass (a replacement is not re-replaced)."""
     if not text or not mapping:
         return text
@@ -175,7 +175,7 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
                    vocabulary: SpellingCorrector | None = None, _alternatives: bool = True) -> NormalisedName:
     lexicon = lexicon or default_lexicon()
     cleaned = basic_clean(raw)
-    cleaned = _phrase_sub(cleaned, lexicon.spellings)
+    cleaned = phrase_sub(cleaned, lexicon.spellings)
     if vocabulary is not None:
         cleaned = vocabulary.correct(cleaned)
     if is_non_test(cleaned, lexicon):
@@ -193,14 +193,14 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
         if given and not (given in ("blood", "serum") and found_specimen not in (None, "blood", "serum")):
             found_specimen = given  # the given specimen wins unless the name is more specific ("whole blood")
     methods = {k: v for k, v in lexicon.methods.items()}
-    stripped = _phrase_sub(text, methods)
+    stripped = phrase_sub(text, methods)
     text = stripped if stripped.strip() else text
     if found_specimen == "urine":  # the collection, not the analyte: "Urine Sugar - Fasting", "Spot urine"
         text = re.sub(r"\b(?:spot|random|fasting|pp|post prandial|postprandial|early morning|first morning)\b",
                       " ", text)
     text = re.sub(rf"^(?:(?:{'|'.join(STOPWORDS)})\s+)+|(?:\s+(?:{'|'.join(STOPWORDS)}))+$", "", text.strip())
     text = SPACES.sub(" ", text).strip() or cleaned
-    expanded = _phrase_sub(text, lexicon.abbreviations)
+    expanded = phrase_sub(text, lexicon.abbreviations)
     expanded = " ".join(dict.fromkeys(expanded.split()))  # "ph ph" -> "ph"
     alternatives: tuple[str, ...] = ()
     parts: list[str] = []
