@@ -91,12 +91,15 @@ def test_24_hour_collections():
 
 @pytest.mark.parametrize("raw", ["Doctor's remarks", "Page 2 of 3", "Page 1/2", "Sample type", "Specimen",
                                  "Remarks:", "Interpretation", "** End of Report **", "Comments", "Reference Range",
-                                 "Differential Leucocyte Count", "Physical Examination", "", "---", "12.5"])
+                                 "Differential Leucocyte Count", "Physical Examination", "", "---", "12.5",
+                                 "Method: Photometry", "Westergren", "Sample Type: Serum", "Specimen : EDTA Blood",
+                                 "Remarks: Please correlate clinically", "Ref. Range: 13-17"])
 def test_non_tests(raw):
     assert not normalise_name(raw).is_test
 
 
-@pytest.mark.parametrize("raw", ["Prothrombin Time", "Bleeding Time", "Blood Group", "Sodium", "pH", "Rh Type"])
+@pytest.mark.parametrize("raw", ["Prothrombin Time", "Bleeding Time", "Blood Group", "Sodium", "pH", "Rh Type",
+                                 "Glucose: Fasting", "Glucose Fasting (Hexokinase)"])
 def test_tests_that_look_like_non_tests(raw):
     assert normalise_name(raw).is_test
 

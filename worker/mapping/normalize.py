@@ -39,6 +39,7 @@ BLOOD_PROTECTED = ("occult blood", "blood occult", "red blood", "white blood", "
                    "blood cells")
 
 TIMED_24H = re.compile(r"\b(?:24|twenty four)\s*-?\s*(?:h|hr|hrs|hour|hours)\b")
+LABEL_PATTERN = re.compile(r"^\s*([A-Za-z][A-Za-z .'/]*?)\s*:\s*\S")
 PAGE_PATTERN = re.compile(r"^\s*page\s*\d+(\s*(of|/)\s*\d+)?\s*$")
 FOOTNOTE_CHARS = re.compile(r"[\*†‡§¶#¹²³⁴⁵⁶⁷⁸⁹⁰^~@!?]")
 NON_WORD = re.compile(r"[^a-z0-9+/ ]+")
@@ -174,6 +175,9 @@ def _flag_absolute(raw: str, cleaned: str) -> bool | None:
 def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | None = None,
                    vocabulary: SpellingCorrector | None = None, _alternatives: bool = True) -> NormalisedName:
     lexicon = lexicon or default_lexicon()
+    label = LABEL_PATTERN.match(raw or "")
+    if label and is_non_test(basic_clean(label.group(1)), lexicon):  # "Sample Type: Serum", "Method: ECLIA"
+        return NormalisedName(raw, basic_clean(raw), "", "", None, False, None, False)
     cleaned = basic_clean(raw)
     cleaned = phrase_sub(cleaned, lexicon.spellings)
     if vocabulary is not None:
@@ -192,8 +196,9 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
         given = given or ("blood" if "blood" in spec_clean else None)
         if given and not (given in ("blood", "serum") and found_specimen not in (None, "blood", "serum")):
             found_specimen = given  # the given specimen wins unless the name is more specific ("whole blood")
-    methods = {k: v for k, v in lexicon.methods.items()}
-    stripped = phrase_sub(text, methods)
+    stripped = phrase_sub(text, lexicon.methods)
+    if not stripped.strip() and not phrase_sub(cleaned, lexicon.methods).strip():
+        return NormalisedName(raw, cleaned, "", "", None, False, None, False)  # "Method: Photometry", "Westergren"
     text = stripped if stripped.strip() else text
     if found_specimen == "urine":  # the collection, not the analyte: "Urine Sugar - Fasting", "Spot urine"
         text = re.sub(r"\b(?:spot|random|fasting|pp|post prandial|postprandial|early morning|first morning)\b",
