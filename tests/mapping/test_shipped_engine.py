@@ -73,3 +73,14 @@ def test_per_field_units_mean_urine_sediment(engine):
                                   LabTestQuery("WBC", "10^3/uL")])
     assert (pus.loinc_code, rbc.loinc_code, wbc.loinc_code) == ("5821-4", "13945-1", "6690-2")
     assert engine.key(LabTestQuery("Pus cells", "/hpf"))[0].endswith("[urine]")
+
+
+@pytest.mark.parametrize(("name", "unit", "specimen", "code"), [
+    ("Creatinine", "mg/dL", "24 hr Urine", "20624-3"),
+    ("Protein", "mg/24 hr", "Urine", "2889-4"),
+    ("Glucose", "mg/dL", "Whole Blood", "2339-0"),
+    ("Glucose", "mg/dL", "Fluoride Plasma", "2345-7"),
+])
+def test_specimen_field_and_timed_units(engine, name, unit, specimen, code):
+    [result] = engine.map([LabTestQuery(name=name, unit=unit, specimen=specimen)])
+    assert result.loinc_code == code, result

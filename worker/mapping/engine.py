@@ -286,7 +286,7 @@ class MappingEngine:
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._evidence: OrderedDict[str, _Evidence] = OrderedDict()
         self._decisions: OrderedDict[tuple, MappingResult] = OrderedDict()
-        self._normalised: OrderedDict[tuple[str, str, bool], NormalisedName] = OrderedDict()
+        self._normalised: OrderedDict[tuple[str, str, str], NormalisedName] = OrderedDict()
 
     # -- construction --------------------------------------------------------------------------
 
@@ -315,7 +315,9 @@ class MappingEngine:
         self._entry_groups = [system_group(e.system) for e in self.reference.entries]
         self._entry_systems = [e.system.lower().replace(" ", "") for e in self.reference.entries]
         self._entry_method_text = [entry_method(e) for e in self.reference.entries]
-        self._entry_methods = [_stems(t) for t in self._entry_method_text]
+        # method words that are not also analyte words ("by Glucometer" must not match "glucose")
+        self._entry_methods = [_stems(t) - _stems(e.component) for t, e in
+                               zip(self._entry_method_text, self.reference.entries, strict=True)]
         self._entry_timings = [_stems(entry_timing(e)) for e in self.reference.entries]
         self._concept = [concept_key(self._alias_text(e.component.replace("^", " ").replace(".", " ")))
                          for e in self.reference.entries]
@@ -362,13 +364,15 @@ class MappingEngine:
     # -- public API ----------------------------------------------------------------------------
 
     def normalise(self, query: LabTestQuery) -> NormalisedName:
-        field_unit = unit_class(query.unit) == "field"  # cells per high/low power field: a urine sediment
-        cache_key = (query.name or "", query.specimen or "", field_unit)
+        uclass = unit_class(query.unit)
+        cache_key = (query.name or "", query.specimen or "", uclass or "")
         norm = self._normalised.get(cache_key)
         if norm is None:
             norm = normalise_name(query.name or "", query.specimen, self.lexicon, self.corrector)
-            if field_unit and norm.is_test and norm.specimen in (None, "blood", "serum"):
-                norm = dataclasses.replace(norm, specimen="urine")
+            if uclass == "field" and norm.is_test and norm.specimen in (None, "blood", "serum"):
+                norm = dataclasses.replace(norm, specimen="urine")  # cells per high/low power field: urine sediment
+            if uclass == "excretion" and norm.is_test and not norm.timed_24h:
+                norm = dataclasses.replace(norm, timed_24h=True)  # mg/24 h: a timed collection
             self._remember(self._normalised, cache_key, norm)
         return norm
 
@@ -523,7 +527,7 @@ class MappingEngine:
         if wanted in (None, "blood", "serum", "arterial", "wholeblood"):
             if group == "blood":
                 if wanted == "wholeblood":
-                    adj += 0.08 if system.startswith("bld") else 0.0
+                    adj += 0.08 if system == "bld" else (0.03 if system.startswith("bld") else 0.0)
                 elif "ser" in system or "plas" in system:
                     adj += 0.03
                 elif system in ("bldv", "bldc", "blda"):

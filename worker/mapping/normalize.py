@@ -185,7 +185,7 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     if is_non_test(cleaned, lexicon):
         return NormalisedName(raw, cleaned, "", "", None, False, None, False)
     absolute = _flag_absolute(raw, cleaned)
-    timed = bool(TIMED_24H.search(cleaned))
+    timed = bool(TIMED_24H.search(cleaned)) or bool(specimen and TIMED_24H.search(basic_clean(specimen)))
     text = TIMED_24H.sub(" ", cleaned)
     text = re.sub(r"\b(?:absolute|abs|count|percent|percentage|number|no)\b", " ", text) if absolute is not None \
         else text
