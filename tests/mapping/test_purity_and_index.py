@@ -91,3 +91,14 @@ def test_benchmark_workload_shape():
     assert len(rows) == 500
     assert len({name for name, _ in rows}) == 50
     assert workload(500, 50) == rows  # deterministic
+
+
+def test_model_version_is_the_same_in_every_process(packaged_model_dir, tmp_path):
+    code = ("from worker.mapping.engine import MappingEngine; "
+            f"print(MappingEngine.load({packaged_model_dir!r}, {str(tmp_path)!r}).model_version)")
+    versions = set()
+    for seed in ("1", "2"):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed, "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+        versions.add(done.stdout.strip().splitlines()[-1])
+    assert len(versions) == 1, versions

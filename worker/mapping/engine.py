@@ -281,7 +281,7 @@ class MappingEngine:
         self._build_text_views()
         # model_version changes whenever anything that can change a result changes
         knowledge = hashlib.sha256("|".join((reference.version, RECIPE_VERSION, *(f"{s.term}>{s.code}" for s in
-                                   self.synonyms), repr(self.lexicon), repr(self.calibration))).encode())
+                                   self.synonyms), self.lexicon.fingerprint(), repr(self.calibration))).encode())
         self.model_version = f"{model_label_}+ref-{knowledge.hexdigest()[:6]}"
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._evidence: OrderedDict[str, _Evidence] = OrderedDict()

@@ -58,6 +58,12 @@ class Lexicon:
     abbreviations: dict[str, str]
     non_tests: frozenset[str]
 
+    def fingerprint(self) -> str:
+        """A stable text of the whole lexicon (frozenset order varies between processes)."""
+        parts = [sorted(self.spellings.items()), sorted(self.methods.items()), sorted(self.abbreviations.items()),
+                 sorted(self.non_tests)]
+        return repr(parts)
+
     @classmethod
     def load(cls, path: str | Path = LEXICON_PATH) -> Lexicon:
         kinds: dict[str, dict[str, str]] = {"spelling": {}, "method": {}, "abbreviation": {}, "non_test": {}}
