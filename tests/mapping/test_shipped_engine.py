@@ -20,7 +20,6 @@ DEV_LISTS = [Path(__file__).parent / "data" / name for name in ("dev_reports.csv
     ("Lymphocytes", "%", None, "736-9"),
     ("Lymphocytes", "10^3/uL", None, "731-0"),
     ("Sodium, Whole Blood", "mmol/L", None, "2947-0"),
-    ("Albumin", None, "Urine", "20454-5"),
     ("PCT", "ng/mL", None, "33959-8"),
     ("PCT", "%", None, "51637-7"),
 ])
@@ -84,3 +83,20 @@ def test_per_field_units_mean_urine_sediment(engine):
 def test_specimen_field_and_timed_units(engine, name, unit, specimen, code):
     [result] = engine.map([LabTestQuery(name=name, unit=unit, specimen=specimen)])
     assert result.loinc_code == code, result
+
+
+@pytest.mark.parametrize(("name", "unit", "value", "specimen", "code", "in_doubt"), [
+    ("Lymphocytes", None, None, None, "736-9", True),   # percent or absolute count: nothing says which
+    ("Creatinine", None, "0.9", None, "2160-0", True),  # mg/dL or umol/L
+    ("Albumin", None, None, "Urine", "20454-5", True),  # dipstick or a measured concentration
+    ("Albumin", None, "Trace", "Urine", "20454-5", False),
+    ("Lymphocytes", "%", None, None, "736-9", False),
+    ("Creatinine", "umol/L", None, None, "14682-9", False),
+    ("Absolute Lymphocyte Count", None, None, None, "731-0", False),
+    ("Hemoglobin", None, None, None, "718-7", False),   # MCH shares the component, but it is another test
+])
+def test_a_unitless_variant_guess_keeps_its_code_but_asks_for_review(engine, name, unit, value, specimen, code,
+                                                                     in_doubt):
+    result = engine.map([LabTestQuery(name, unit, value=value, specimen=specimen)])[0]
+    assert result.loinc_code == code
+    assert result.needs_review is in_doubt

@@ -52,6 +52,10 @@ SYNONYMS_PATH = DATA_DIR / "synonyms.csv"
 CALIBRATION_PATH = DATA_DIR / "calibration.csv"
 TOP_K = 25
 QUERY_CACHE_SIZE = 50_000
+# A runner-up this close that is the same analyte in another property makes a unit-less answer a guess.
+VARIANT_DOUBT_GAP = 0.10
+# Properties that are alternative readings of one measurement (entitic indices like MCH are other tests).
+INTERCHANGEABLE_PROPERTIES = frozenset({"MCnc", "SCnc", "ACnc", "CCnc", "NCnc", "NFr", "MFr", "VFr", "PrThr"})
 
 
 # ---- encoders ----------------------------------------------------------------------------------
@@ -630,13 +634,32 @@ class MappingEngine:
         candidates = tuple(self.reference.entries[i].code for _, i, _, _ in scored[:5])
         if confidence >= self.calibration.threshold:
             return MappingResult(best.category, best.code, best.long_common_name, round(confidence, 4), method,
-                                 candidates, needs_review=False)
+                                 candidates, needs_review=self._variant_in_doubt(query, norm, scored))
         # abstaining: the query's own words name the category if a rule knows them, else the best candidate's
         category = self._fallback_category(norm)
         if category == OTHERS and best_score >= self.calibration.category_floor:
             category = best.category
         return MappingResult(category if category in CATEGORIES else OTHERS, None, None, round(confidence, 4),
                              "none", candidates, needs_review=True)
+
+    def _variant_in_doubt(self, query: LabTestQuery, norm: NormalisedName,
+                          scored: list[tuple[float, int, str, bool]]) -> bool:
+        """The analyte is clear but its variant is a guess: no unit, no %/absolute word, no qualitative value
+        ('Trace', 'Nil', '+' pick the ordinal reading), and a close
+        runner-up is the same analyte in another property (percent vs count, mass vs molar). A wrong
+        variant is a wrong LOINC code, so a person should look."""
+        if unit_class(query.unit) is not None or norm.absolute is not None or is_qualitative_value(query.value):
+            return False
+        best_score, best_i = scored[0][0], scored[0][1]
+        best = self.reference.entries[best_i]
+        for score, i, _, _ in scored[1:]:
+            if best_score - score > VARIANT_DOUBT_GAP:
+                return False
+            other = self.reference.entries[i].property
+            if (self._concept[i] == self._concept[best_i] and other != best.property
+                    and {other, best.property} <= INTERCHANGEABLE_PROPERTIES):
+                return True
+        return False
 
     def _fallback_category(self, norm: NormalisedName) -> str:
         from worker.mapping.categorize import categorize, specimen_system
