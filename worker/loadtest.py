@@ -632,6 +632,7 @@ class Verdict:
     unexpected_rows: int = 0
     good_in_dlq: int = 0
     poison_in_dlq: int = 0
+    poison_extra_copies: int = 0
     poison_without_reason: list[str] = field(default_factory=list)
     poison_missing: list[str] = field(default_factory=list)
     dlq_total: int = 0
@@ -678,17 +679,22 @@ def verify(engine, sqs, queue_url: str, dlq_url: str, workload: Workload) -> Ver
     dlq = drain_dlq(sqs, dlq_url)
     verdict.dlq_total = len(dlq)
     found: set[str] = set()
+    copies = 0
     for message in dlq:
         body = message.get("Body", "")
         marker = next((m for m in workload.poison if m in body), None)
         if marker is None:
             verdict.good_in_dlq += 1
             continue
+        copies += 1
         found.add(marker)
-        verdict.poison_in_dlq += 1
         reason = message.get("MessageAttributes", {}).get("FailureReason", {}).get("StringValue")
         if not reason:
             verdict.poison_without_reason.append(marker)
+    # At-least-once: a worker killed between dead-lettering a message and deleting it from the
+    # source queue dead-letters it again on redelivery. Extra copies are counted, not an error.
+    verdict.poison_in_dlq = len(found)
+    verdict.poison_extra_copies = copies - len(found)
     verdict.poison_missing = sorted(set(workload.poison) - found)
     verdict.queue_left = queue_counts(sqs, queue_url)
     return verdict
@@ -737,6 +743,7 @@ class LoadReport:
                 f"faults={sum(self.faults.values())} ({faults}) "
                 f"done={v.done_jobs} lost={len(v.lost)} duplicated={len(v.duplicated)} "
                 f"dlq={v.poison_in_dlq}/{self.poison} poison"
+                f"{'' if not v.poison_extra_copies else f' (+{v.poison_extra_copies} extra copies)'}"
                 f"{'' if not v.good_in_dlq else f' +{v.good_in_dlq} good'} "
                 f"queues_left={sum(v.queue_left)} wall={self.wall_s:.1f}s "
                 f"[worker events: {', '.join(f'{k}={self.events.get(k, 0)}' for k in EVENT_PATTERNS)}] "

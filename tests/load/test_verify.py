@@ -53,6 +53,9 @@ def test_verify_finds_lost_duplicated_and_misplaced(store, sqs, queues):
                      MessageAttributes={"FailureReason": {"DataType": "String", "StringValue": "body: not JSON"}})
     sqs.send_message(QueueUrl=queues.dlq_url, MessageBody='{"poison": "poison-b"}')
     sqs.send_message(QueueUrl=queues.url, MessageBody="left behind")
+    # a second copy of poison-a (dead-lettered again after a kill): counted apart, not an error
+    sqs.send_message(QueueUrl=queues.dlq_url, MessageBody="garbage poison-a",
+                     MessageAttributes={"FailureReason": {"DataType": "String", "StringValue": "body: not JSON"}})
 
     verdict = verify(store, sqs, queues.url, queues.dlq_url, workload)
 
@@ -61,6 +64,7 @@ def test_verify_finds_lost_duplicated_and_misplaced(store, sqs, queues):
     assert verdict.unexpected_rows == 1
     assert verdict.good_in_dlq == 1
     assert verdict.poison_in_dlq == 2
+    assert verdict.poison_extra_copies == 1
     assert verdict.poison_without_reason == ["poison-b"]
     assert verdict.poison_missing == ["poison-c"]
     assert verdict.queue_left[0] == 1
