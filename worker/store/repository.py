@@ -114,7 +114,11 @@ def complete_job(engine: Engine, job: JobRow, results: Sequence[ResultRow]) -> N
     jobs_table = LabJob.__table__
     with engine.begin() as connection:
         if results:
-            statement = _insert(connection, results_table).values([
+            # One constant statement with the rows as parameters (executemany): SQLAlchemy caches its
+            # compiled form, where a multi-row VALUES clause was rebuilt for every job.
+            statement = _insert(connection, results_table).on_conflict_do_nothing(
+                index_elements=[results_table.c.job_id, results_table.c.test_index])
+            connection.execute(statement, [
                 {"job_id": job.job_id, "user_id": job.user_id, "document_id": job.document_id,
                  "test_index": row.test_index, "test_name": row.test_name, "test_value": row.test_value,
                  "test_unit": row.test_unit, "category": row.category, "loinc_code": row.loinc_code,
@@ -122,8 +126,6 @@ def complete_job(engine: Engine, job: JobRow, results: Sequence[ResultRow]) -> N
                  "needs_review": row.needs_review, "model_version": row.model_version}
                 for row in results
             ])
-            connection.execute(statement.on_conflict_do_nothing(
-                index_elements=[results_table.c.job_id, results_table.c.test_index]))
         now = _now()
         connection.execute(
             update(jobs_table).where(jobs_table.c.job_id == job.job_id)
