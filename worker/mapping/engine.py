@@ -25,6 +25,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -135,8 +136,17 @@ def entry_aliases(entry: ReferenceEntry) -> list[str]:
 _FILLER = frozenset({"of", "the", "in", "and", "by", "for", "on", "with", "to", "is", "at"})
 
 
-def _words(text: str) -> list[str]:
-    return [w for w in re.split(r"[\s/]+", text) if w and w not in _FILLER]
+@lru_cache(maxsize=65_536)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w for w in re.split(r"[\s/]+", text) if w and w not in _FILLER)
+
+
+@lru_cache(maxsize=262_144)
+def _alike(word: str, other: str) -> bool:
+    """Long words within a typo of each other. Memoised: re-ranking asks the same pairs again and again."""
+    from rapidfuzz import fuzz
+
+    return len(word) >= 5 and len(other) >= 5 and fuzz.ratio(word, other) >= 85
 
 
 def word_f1(query: str, alias: str) -> float:
@@ -147,16 +157,12 @@ def word_f1(query: str, alias: str) -> float:
 
 def word_shares(query: str, alias: str) -> tuple[float, float]:
     """(share of the query's words found in the alias, share of the alias's words found in the query)."""
-    from rapidfuzz import fuzz
-
     q, a = _words(query), _words(alias)
     if not q or not a:
         return 0.0, 0.0
 
-    def found(word: str, others: list[str]) -> bool:
-        if word in others:
-            return True
-        return len(word) >= 5 and any(len(o) >= 5 and fuzz.ratio(word, o) >= 85 for o in others)
+    def found(word: str, others: tuple[str, ...]) -> bool:
+        return word in others or any(_alike(word, other) for other in others)
 
     return sum(found(w, a) for w in q) / len(q), sum(found(w, q) for w in a) / len(a)
 
