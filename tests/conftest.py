@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from worker.emulator import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,16 @@ exits 0 (1 when a job did not complete in time).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from worker.emulator import create_queue_with_dlq, free_port
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +35,11 @@ class SentJob:
     message_id: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _point_aws_at(endpoint: str) -> None:
     """The emulator stands in for AWS: the standard variables, so the code under it is unchanged."""
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo",
                       AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1")
     os.environ.pop("AWS_PROFILE", None)
-
-
-def _create_queues(sqs) -> tuple[str, str]:
-    dlq_url = sqs.create_queue(QueueName="ml-worker-demo-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName="ml-worker-demo", Attributes={
-        "VisibilityTimeout": "60",
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}),
-    })["QueueUrl"]
-    return url, dlq_url
 
 
 def _results(db, message_ids: list[str]):
@@ -119,7 +103,7 @@ def run_demo(report: str = DEFAULT_REPORT, timeout: float = 180.0, verbose: bool
     from worker.store.db import make_engine, upgrade
 
     began = time.monotonic()
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -128,7 +112,7 @@ def run_demo(report: str = DEFAULT_REPORT, timeout: float = 180.0, verbose: bool
     worker = thread = db = None
     try:
         sqs = aws.client("sqs")
-        queue_url, dlq_url = _create_queues(sqs)
+        queue_url, dlq_url = create_queue_with_dlq(sqs, "ml-worker-demo", visibility_timeout=60)
         database = Path(workdir.name) / "demo.db"
         settings = WorkerSettings(
             queue_url=queue_url, priority_queue_url=None, dlq_url=None, database_url_env=f"sqlite:///{database}",

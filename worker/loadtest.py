@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from worker.emulator import create_queue_with_dlq, free_port
+
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 MAX_RECEIVE_COUNT = 3
 POISON_KINDS = ("not_json", "contract", "unknown_job_type")
@@ -56,12 +58,6 @@ POISON_KINDS = ("not_json", "contract", "unknown_job_type")
 
 def log(message: str) -> None:
     print(f"[load {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
@@ -793,13 +789,8 @@ def run_load(config: LoadConfig) -> LoadReport:
         log(f"moto server on {moto.endpoint}; logs in {work_dir}")
         sqs = boto3.client("sqs", endpoint_url=moto.endpoint, region_name="us-east-1",
                            aws_access_key_id="testing", aws_secret_access_key="testing")
-        dlq_url = sqs.create_queue(QueueName="ml-worker-load-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue_url = sqs.create_queue(QueueName="ml-worker-load", Attributes={
-            "VisibilityTimeout": str(config.visibility_timeout),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                         "maxReceiveCount": str(MAX_RECEIVE_COUNT)}),
-        })["QueueUrl"]
+        queue_url, dlq_url = create_queue_with_dlq(sqs, "ml-worker-load", config.visibility_timeout,
+                                                   MAX_RECEIVE_COUNT)
 
         database_url = config.database_url
         if database_url is None:
