@@ -505,12 +505,13 @@ class MappingEngine:
                     qualitative: bool | None) -> float:
         """Re-ranking evidence beyond the name: unit class, specimen, scale, method and timing."""
         adj = 0.0
+        index = self.reference.index_of[entry.code]
         prop = entry.property
         scale = entry.scale.lower()
         if uclass:
             if prop in UNIT_CLASS_PROPERTIES.get(uclass, frozenset()):
                 adj += 0.10
-                if unit_norm and unit_norm in self._entry_units[self.reference.index_of[entry.code]]:
+                if unit_norm and unit_norm in self._entry_units[index]:
                     adj += 0.04
             else:
                 adj -= 0.35
@@ -530,7 +531,6 @@ class MappingEngine:
         elif norm.absolute is False:
             adj += 0.08 if prop in ("NFr", "MFr", "VFr") else (-0.10 if prop in ("NCnc",) else 0.0)
         # specimen: the query's (or serum/blood by default) against the entry's system
-        index = self.reference.index_of[entry.code]
         group = self._entry_groups[index]
         system = self._entry_systems[index]
         wanted = norm.specimen
@@ -560,16 +560,16 @@ class MappingEngine:
         elif timed:
             adj -= 0.10
         # method: a named method the report did not ask for costs a little; one it did ask for helps
-        method = self._entry_methods[self.reference.index_of[entry.code]]
+        method = self._entry_methods[index]
         if method:
             query_stems = _stems(norm.cleaned)
             if method & query_stems:
                 adj += 0.05
-            elif wanted == "urine" and "strip" in self._entry_method_text[self.reference.index_of[entry.code]]:
+            elif wanted == "urine" and "strip" in self._entry_method_text[index]:
                 adj += 0.02  # urine routine chemistry is a dipstick
             else:
                 adj -= 0.05 if "manua" in method else 0.02
-        timing = self._entry_timings[self.reference.index_of[entry.code]]
+        timing = self._entry_timings[index]
         if timing and not (timing & _stems(norm.cleaned + " " + norm.expanded)):
             adj -= 0.04
         return adj
