@@ -131,11 +131,12 @@ class LabCategorizationHandler:
             return results
 
         # 2. Claim the jobs; skip those already done.
-        rows = [repo.JobRow(job_id=job.job_id, message_id=by_job[job.job_id][0].message_id, user_id=job.user_id,
-                            document_id=job.document_id, priority=job.priority, test_count=len(job.tests))
-                for job in jobs.values()]
+        rows = {job.job_id: repo.JobRow(job_id=job.job_id, message_id=by_job[job.job_id][0].message_id,
+                                        user_id=job.user_id, document_id=job.document_id, priority=job.priority,
+                                        test_count=len(job.tests))
+                for job in jobs.values()}
         try:
-            already_done = repo.claim_jobs(self.db, rows)
+            already_done = repo.claim_jobs(self.db, list(rows.values()))
         except Exception as error:
             return fail_all(jobs, error, "database unavailable")
         for job_id in already_done:
@@ -172,7 +173,7 @@ class LabCategorizationHandler:
         total_tests = sum(len(job.tests) for job in pending.values())
         for job_id, job in pending.items():
             job_started = time.monotonic()
-            row = next(r for r in rows if r.job_id == job_id)
+            row = rows[job_id]
             result_rows = [
                 repo.ResultRow(test_index=index, test_name=test.test_name, test_value=test.test_value,
                                test_unit=test.test_unit, category=result.category, loinc_code=result.loinc_code,
