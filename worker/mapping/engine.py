@@ -141,30 +141,56 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(w for w in re.split(r"[\s/]+", text) if w and w not in _FILLER)
 
 
-@lru_cache(maxsize=262_144)
-def _alike(word: str, other: str) -> bool:
-    """Long words within a typo of each other. Memoised: re-ranking asks the same pairs again and again."""
-    from rapidfuzz import fuzz
-
-    return len(word) >= 5 and len(other) >= 5 and fuzz.ratio(word, other) >= 85
+FUZZY_WORD_MIN = 5  # words this long or longer match a word within a typo of them
+FUZZY_WORD_RATIO = 85
 
 
-def word_f1(query: str, alias: str) -> float:
-    """Harmonic mean of the shares of words each side finds in the other (fuzzy for long words)."""
-    q_share, a_share = word_shares(query, alias)
-    return 0.0 if not q_share or not a_share else 2 * q_share * a_share / (q_share + a_share)
+class WordMatcher:
+    """Which words of a query and of a name account for each other: equal, or both long and within a typo.
+
+    Built over a fixed vocabulary (the reference's alias words): each query word's typo neighbours
+    are looked up once, in C, so that comparing a query with hundreds of names is set arithmetic.
+    """
+
+    def __init__(self, vocabulary: Iterable[str]):
+        self._long_words = sorted({w for w in vocabulary if len(w) >= FUZZY_WORD_MIN})
+        self._near: dict[str, frozenset[str]] = {}
+
+    def near(self, word: str) -> frozenset[str]:
+        """The word and the vocabulary's words within a typo of it."""
+        found = self._near.get(word)
+        if found is None:
+            from rapidfuzz import fuzz, process
+
+            alike = () if len(word) < FUZZY_WORD_MIN else (
+                match for match, _, _ in process.extract(word, self._long_words, scorer=fuzz.ratio,
+                                                         score_cutoff=FUZZY_WORD_RATIO, limit=None))
+            found = frozenset((word, *alike))
+            if len(self._near) >= QUERY_CACHE_SIZE:
+                self._near.clear()
+            self._near[word] = found
+        return found
+
+    def query(self, text: str) -> QueryWords:
+        words = _words(text)
+        near = tuple(self.near(w) for w in words)
+        return QueryWords(words, near, frozenset().union(*near))
 
 
-def word_shares(query: str, alias: str) -> tuple[float, float]:
-    """(share of the query's words found in the alias, share of the alias's words found in the query)."""
-    q, a = _words(query), _words(alias)
-    if not q or not a:
-        return 0.0, 0.0
+@dataclass(frozen=True, slots=True)
+class QueryWords:
+    words: tuple[str, ...]
+    near: tuple[frozenset[str], ...]  # per word: itself and its typo neighbours
+    reach: frozenset[str]  # every word some query word accounts for
 
-    def found(word: str, others: tuple[str, ...]) -> bool:
-        return word in others or any(_alike(word, other) for other in others)
-
-    return sum(found(w, a) for w in q) / len(q), sum(found(w, q) for w in a) / len(a)
+    def shares(self, alias_words: tuple[str, ...], alias_set: frozenset[str]) -> tuple[float, float]:
+        """(share of the query's words found in the alias, share of the alias's words found in the query);
+        the alias's words must come from the matcher's vocabulary."""
+        if not self.words or not alias_words:
+            return 0.0, 0.0
+        q_found = sum(1 for near in self.near if not near.isdisjoint(alias_set))
+        a_found = sum(1 for w in alias_words if w in self.reach)
+        return q_found / len(self.words), a_found / len(alias_words)
 
 
 def token_key(text: str) -> str:
@@ -364,6 +390,9 @@ class MappingEngine:
         # start offset of each entry's alias run, for per-entry max via reduceat
         self._alias_starts = np.searchsorted(self._alias_codes, np.arange(len(self.reference)))
         self._has_alias = np.isin(np.arange(len(self.reference)), self._alias_codes)
+        self._entry_alias_words = [[(_words(t), frozenset(_words(t))) for t in texts]
+                                   for texts in self._entry_alias_texts]
+        self._word_matcher = WordMatcher(w for texts in self._entry_alias_texts for t in texts for w in _words(t))
 
     def _alias_text(self, text: str) -> str:
         """A reference name written the way normalised queries are: spellings fixed, abbreviations expanded."""
@@ -426,7 +455,7 @@ class MappingEngine:
                 self._remember(self._query_vectors, text, vector)
         q = np.stack([self._query_vectors[t] for t in missing])
         emb_all = q @ self.embeddings.T if len(self.embeddings) else np.zeros((len(missing), 0), np.float32)
-        lex_all = self._lexical_scores(missing)
+        lex_all, token_sort_all = self._lexical_scores(missing)
         row_of = {t: r for r, t in enumerate(missing)}
         n = len(self.reference)
         k = min(TOP_K, n)
@@ -455,7 +484,8 @@ class MappingEngine:
             # variants of one concept (units, specimens, methods) share its best name similarity:
             # the embedding finds the concept, the unit/specimen/method evidence picks the variant
             concept_emb = {i: max(float(e[j]) for j in self._concept_members[i]) for i in ids}
-            similarity = {i: self._name_similarity(norm.expanded, i) for i in ids}
+            words = self._word_matcher.query(norm.expanded)
+            similarity = {i: self._name_similarity(words, token_sort_all[row], i) for i in ids}
             lexical = {i: sim for i, (sim, _) in similarity.items()}
             coverage = {i: share for i, (_, share) in similarity.items()}
             for i in exact | synonym:  # an exact or synonym name match is a perfect name match
@@ -472,32 +502,33 @@ class MappingEngine:
             return group in ("fluid", "pleural", "peritoneal", "synovial")
         return group == specimen
 
-    def _name_similarity(self, text: str, i: int) -> tuple[float, float]:
-        """Re-scores a retrieved candidate: character similarity of word-sorted names, and word coverage both
-        ways (so 'hemoglobin f' is not 'hemoglobin', and 'hepatitis a' is not 'hepatitis c')."""
-        from rapidfuzz import fuzz
-
+    def _name_similarity(self, query: QueryWords, token_sort: np.ndarray, i: int) -> tuple[float, float]:
+        """Re-scores a retrieved candidate: character similarity of word-sorted names (``token_sort``, the
+        query's row of the lexical pass, per alias), and word coverage both ways (so 'hemoglobin f' is not
+        'hemoglobin', and 'hepatitis a' is not 'hepatitis c')."""
         best, best_share = 0.0, 0.0
-        for alias in self._entry_alias_texts[i]:
-            q_share, a_share = word_shares(text, alias)
+        start = int(self._alias_starts[i])
+        for offset, (words, word_set) in enumerate(self._entry_alias_words[i]):
+            q_share, a_share = query.shares(words, word_set)
             f1 = 0.0 if not q_share or not a_share else 2 * q_share * a_share / (q_share + a_share)
-            best = max(best, 0.5 * fuzz.token_sort_ratio(text, alias) / 100.0 + 0.5 * f1)
+            best = max(best, 0.5 * float(token_sort[start + offset]) / 100.0 + 0.5 * f1)
             best_share = max(best_share, q_share)
         return best, best_share
 
-    def _lexical_scores(self, texts: list[str]) -> np.ndarray:
+    def _lexical_scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per entry, the best fuzzy score of the texts against its aliases; and the per-alias token-sort ratios."""
         from rapidfuzz import fuzz, process
 
         n = len(self.reference)
         if not self._alias_texts:
-            return np.zeros((len(texts), n), np.float32)
+            return np.zeros((len(texts), n), np.float32), np.zeros((len(texts), 0))
         token_set = process.cdist(texts, self._alias_texts, scorer=fuzz.token_set_ratio, dtype=np.uint8, workers=1)
-        token_sort = process.cdist(texts, self._alias_texts, scorer=fuzz.token_sort_ratio, dtype=np.uint8, workers=1)
-        per_alias = (0.5 * token_set.astype(np.float32) + 0.5 * token_sort.astype(np.float32)) / 100.0
+        token_sort = process.cdist(texts, self._alias_texts, scorer=fuzz.token_sort_ratio, dtype=np.float64, workers=1)
+        per_alias = (0.5 * token_set.astype(np.float32) + 0.5 * np.rint(token_sort).astype(np.float32)) / 100.0
         starts = np.minimum(self._alias_starts, len(self._alias_texts) - 1)
         per_entry = np.maximum.reduceat(per_alias, starts, axis=1)
         per_entry[:, ~self._has_alias] = 0.0
-        return per_entry
+        return per_entry, token_sort
 
     # -- re-ranking and decision ---------------------------------------------------------------
 

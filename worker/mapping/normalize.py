@@ -37,6 +37,9 @@ SERUM_WORDS = ("serum", "plasma", "sr", "ser", "ser/plas")
 # Phrases in which "blood" is part of the analyte and must stay.
 BLOOD_PROTECTED = ("occult blood", "blood occult", "red blood", "white blood", "blood group", "blood grouping",
                    "blood cells")
+_SPECIMEN_PATTERNS = tuple((re.compile(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])"), name)
+                           for phrase, name in SPECIMEN_PHRASES)
+_SERUM_PATTERNS = tuple(re.compile(rf"(?<![a-z0-9/]){re.escape(word)}(?![a-z0-9/])") for word in SERUM_WORDS)
 
 TIMED_24H = re.compile(r"\b(?:24|twenty four)\s*-?\s*(?:h|hr|hrs|hour|hours)\b")
 LABEL_PATTERN = re.compile(r"^\s*([A-Za-z][A-Za-z .'/]*?)\s*:\s*\S")
@@ -140,15 +143,13 @@ def is_non_test(cleaned: str, lexicon: Lexicon) -> bool:
 
 def _strip_specimen(text: str) -> tuple[str, str | None]:
     specimen: str | None = None
-    for phrase, name in SPECIMEN_PHRASES:
-        pattern = re.compile(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])")
+    for pattern, name in _SPECIMEN_PATTERNS:
         if pattern.search(text):
             stripped = SPACES.sub(" ", pattern.sub(" ", text)).strip()
             if stripped:
                 specimen = specimen or name
                 text = stripped
-    for word in SERUM_WORDS:
-        pattern = re.compile(rf"(?<![a-z0-9/]){re.escape(word)}(?![a-z0-9/])")
+    for pattern in _SERUM_PATTERNS:
         if pattern.search(text):
             stripped = SPACES.sub(" ", pattern.sub(" ", text)).strip()
             if stripped:
