@@ -77,15 +77,19 @@ class MotoServer:
     """``moto_server`` as a subprocess on a free loopback port (its own process: the workers'
     traffic does not compete with this script's threads for the GIL)."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, constant_receive: bool = False):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.constant_receive = constant_receive  # see worker.emulator.patch_moto_receive
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> None:
         executable = Path(sys.executable).with_name("moto_server")
-        command = [str(executable)] if executable.exists() else [sys.executable, "-m", "moto.server"]
+        if self.constant_receive:
+            command = [sys.executable, "-m", "worker.emulator"]
+        else:
+            command = [str(executable)] if executable.exists() else [sys.executable, "-m", "moto.server"]
         with open(self.log_path, "ab") as sink:
             self.process = subprocess.Popen(command + ["-H", "127.0.0.1", "-p", str(self.port)],
                                             stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)

@@ -46,3 +46,4 @@ def test_bench_json_prints_one_object_with_sane_figures(packaged_model_dir, tmp_
     expected = figures["warm_tests_per_s"] / figures["baseline_tests_per_s"]
     assert figures["speedup_vs_baseline"] == pytest.approx(expected, rel=0.02)
     assert figures["tests"] == sum(len(report) for report in bench_workload(3, seed=7))
+    assert figures["sqs"].startswith("moto ") and "O(1)" in figures["sqs"]

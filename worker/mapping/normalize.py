@@ -264,6 +264,7 @@ class SpellingCorrector:
 
 # ---- units -------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=4096)  # reports print a few dozen distinct units; every test asks again
 def normalise_unit(unit: str | None) -> str:
     """A canonical spelling for comparing units: 'gm/dl' -> 'g/dl', 'x10^3/uL' -> '10*3/ul', '/[HPF]' -> '/hpf'."""
     if not unit:
@@ -331,6 +332,7 @@ UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
 }
 
 
+@lru_cache(maxsize=4096)
 def unit_class(unit: str | None) -> str | None:
     u = normalise_unit(unit)
     if not u:
