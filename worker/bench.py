@@ -577,7 +577,8 @@ def moto_version() -> str:
 def render(figures: dict) -> str:
     lines = [
         f"workload        {figures['jobs']} jobs, {figures['tests']} tests; model {figures['model']}; "
-        f"{figures['database']}; SQS {figures['sqs']}; {figures['cpus']} CPUs, {figures['torch_threads']} torch thread(s) "
+        f"{figures['database']}; SQS {figures['sqs']}; "
+        f"{figures['cpus']} CPUs, {figures['torch_threads']} torch thread(s) "
         f"(load average {figures['load_avg_1m'][0]:.1f} before, "
         f"{figures['load_avg_1m'][1]:.1f} after)",
         f"cold            {figures['cold_tests_per_s']:.1f} tests/s (every name new)",
