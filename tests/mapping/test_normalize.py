@@ -23,6 +23,7 @@ from worker.mapping.normalize import SpellingCorrector, is_qualitative_value, no
     ("Occult Blood", "occult blood", None),
     ("Red Blood Cells", "red blood cells", None),
     ("Blood Group (ABO)", "blood group abo", None),
+    ("Plasma Cells", "plasma cells", None),
 ])
 def test_prefixes_and_specimen_words(raw, text, specimen):
     norm = normalise_name(raw)
@@ -108,6 +109,7 @@ def test_bracketed_and_slashed_readings():
     assert "mcv" in normalise_name("Mean Corpuscular Volume (MCV)").alternatives
     alternatives = normalise_name("SGOT / AST").alternatives
     assert "aspartate aminotransferase" in alternatives
+    assert "anticardiolipin igg" in normalise_name("Anticardiolipin Antibody IgG").alternatives
 
 
 def test_misspellings_are_corrected_against_a_vocabulary():

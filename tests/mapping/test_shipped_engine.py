@@ -13,6 +13,8 @@ DEV_LISTS = [Path(__file__).parent / "data" / name for name in ("dev_reports.csv
 
 @pytest.mark.parametrize(("name", "unit", "specimen", "code"), [
     ("Hemoglobin", "g/dL", None, "718-7"),
+    ("Plasma Cells", "%", None, "13047-6"),  # "plasma" names the cells here, not the specimen
+    ("Anticardiolipin Antibody IgG", "GPL U/mL", None, "8065-5"),
     ("S. Creatinine", "mg/dL", None, "2160-0"),
     ("creatinine", "umol/L", None, "14682-9"),
     ("Creatinine", "mg/dL", "Urine", "2161-8"),

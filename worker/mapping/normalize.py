@@ -39,7 +39,8 @@ BLOOD_PROTECTED = ("occult blood", "blood occult", "red blood", "white blood", "
                    "blood cells")
 _SPECIMEN_PATTERNS = tuple((re.compile(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])"), name)
                            for phrase, name in SPECIMEN_PHRASES)
-_SERUM_PATTERNS = tuple(re.compile(rf"(?<![a-z0-9/]){re.escape(word)}(?![a-z0-9/])") for word in SERUM_WORDS)
+# "plasma cells" are an analyte, not a specimen
+_SERUM_PATTERNS = tuple(re.compile(rf"(?<![a-z0-9/]){re.escape(word)}(?![a-z0-9/])(?! cell)") for word in SERUM_WORDS)
 
 TIMED_24H = re.compile(r"\b(?:24|twenty four)\s*-?\s*(?:h|hr|hrs|hour|hours)\b")
 LABEL_PATTERN = re.compile(r"^\s*([A-Za-z][A-Za-z .'/]*?)\s*:\s*\S")
@@ -224,6 +225,8 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
         parts = raw.split("/")  # "SGOT / AST": two names for one test
     if _alternatives and re.search(r"\banti\b", text) and re.search(r"\bantibod(y|ies)\b", text):
         parts.append(re.sub(r"\banti\b", " ", raw, flags=re.IGNORECASE))  # "Anti HCV Antibody" ~ "HCV antibody"
+    if _alternatives and re.search(r"\bantibod(y|ies)\b", text) and re.search(r"\banti|\big[gmae]\b", text):
+        parts.append(re.sub(r"\bantibod(?:y|ies)\b", " ", raw, flags=re.IGNORECASE))  # "Anticardiolipin Antibody IgG"
     if _alternatives and re.search(r"\btotal\b", text):
         parts.append(re.sub(r"\btotal\b", " ", raw, flags=re.IGNORECASE))  # "Alkaline Phosphatase, Total"
     if _alternatives and re.search(r"[a-z]/[a-z]", text) and "ratio" not in text:
