@@ -79,6 +79,7 @@ def test_per_field_units_mean_urine_sediment(engine):
 @pytest.mark.parametrize(("name", "unit", "specimen", "code"), [
     ("Creatinine", "mg/dL", "24 hr Urine", "20624-3"),
     ("Protein", "mg/24 hr", "Urine", "2889-4"),
+    ("Urine Calcium, 24 hours", None, None, "6874-2"),  # no unit: a timed collection reports excretion
     ("Glucose", "mg/dL", "Whole Blood", "2339-0"),
     ("Glucose", "mg/dL", "Fluoride Plasma", "2345-7"),
 ])

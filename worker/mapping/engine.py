@@ -555,8 +555,11 @@ class MappingEngine:
                 adj += 0.0 if scale == "qn" else -0.05
             if qualitative is None and scale in ("ord", "nom"):
                 adj += 0.03  # a result printed without a unit is more often a qualitative one
-            adj += {"MCnc": 0.02, "NFr": 0.02, "SCnc": 0.01, "CCnc": 0.01, "ACnc": 0.01,
-                    "VFr": 0.02, "MFr": 0.02}.get(prop, 0.0)
+            if norm.timed_24h:  # a 24-hour collection is reported as what it excretes: mg/24 h
+                adj += 0.03 if prop in UNIT_CLASS_PROPERTIES["excretion"] else 0.0
+            else:
+                adj += {"MCnc": 0.02, "NFr": 0.02, "SCnc": 0.01, "CCnc": 0.01, "ACnc": 0.01,
+                        "VFr": 0.02, "MFr": 0.02}.get(prop, 0.0)
         if norm.absolute is True:
             adj += 0.08 if prop in ("NCnc", "Num") else (-0.10 if prop in ("NFr",) else 0.0)
         elif norm.absolute is False:
