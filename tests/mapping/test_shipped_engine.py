@@ -15,6 +15,12 @@ DEV_LISTS = [Path(__file__).parent / "data" / name for name in ("dev_reports.csv
     ("Hemoglobin", "g/dL", None, "718-7"),
     ("Plasma Cells", "%", None, "13047-6"),  # "plasma" names the cells here, not the specimen
     ("Anticardiolipin Antibody IgG", "GPL U/mL", None, "8065-5"),
+    ("CSF Glucose", "mg/dL", None, "2342-4"),
+    ("Pleural fluid WBC count", "cells/uL", None, "26467-1"),  # the synonym's concept, in the named fluid
+    ("WBC", "/uL", "Body fluid", "26466-3"),
+    ("Factor VIII", "%", None, "3209-4"),
+    ("Teardrop cells", None, None, "7791-7"),
+    ("Vancomycin", "ug/mL", None, "20578-1"),  # no timing named: not the trough code
     ("S. Creatinine", "mg/dL", None, "2160-0"),
     ("creatinine", "umol/L", None, "14682-9"),
     ("Creatinine", "mg/dL", "Urine", "2161-8"),

@@ -476,10 +476,11 @@ class MappingEngine:
                     break
             # a synonym names a concept and its usual variant: every variant of the concept is a direct
             # match, so that unit, specimen and method evidence can still pick another variant
+            # (and its variants in the query's own specimen: "Pleural fluid WBC count")
             for i in list(synonym):
-                group = system_group(self.reference.entries[i].system)
-                exact.update(j for j in self._concept_members[i]
-                             if system_group(self.reference.entries[j].system) == group)
+                group = self._entry_groups[i]
+                exact.update(j for j in self._concept_members[i] if self._entry_groups[j] == group
+                             or (norm.specimen and self._specimen_fits(j, norm.specimen)))
             ids = set(map(int, top_e)) | set(map(int, top_l)) | exact | synonym
             # variants of one concept (units, specimens, methods) share its best name similarity:
             # the embedding finds the concept, the unit/specimen/method evidence picks the variant
@@ -582,8 +583,8 @@ class MappingEngine:
                 adj -= 0.12
             else:
                 adj -= 0.25
-        elif wanted == "fluid":
-            adj += 0.03 if group in ("fluid", "pleural", "peritoneal", "synovial") else (
+        elif wanted == "fluid":  # a body fluid not named: the generic body-fluid code first
+            adj += 0.03 if group == "fluid" else 0.01 if group in ("pleural", "peritoneal", "synovial") else (
                 -0.10 if group == "blood" else -0.25)
         else:  # an explicit urine, stool, CSF or body-fluid specimen: other systems are near impossible
             adj += 0.05 if group == wanted else (-0.08 if group == "fluid" and wanted in (
