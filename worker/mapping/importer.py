@@ -3,7 +3,8 @@
 Only ACTIVE laboratory codes (CLASSTYPE 1) are kept, panels excluded. Each becomes a reference row; its app
 category is inferred by ``categorize`` (system, class and names). The output is a CSV in the
 reference's own format, written by default to ``<index dir>/reference/loinc_import.csv``, which
-``MappingEngine.load`` picks up (packaged rows win over imported rows with the same code).
+``MappingEngine.load`` picks up. For a code the package already holds, the import refreshes the long
+common name and axes; the package's category and units stay.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ A reference is a plain list of rows read from CSV files with the header
 ``code,long_common_name,component,property,system,scale,class,units,category``
 (units ``|``-separated). The packaged rows live in ``worker/mapping/data/loinc/*.csv``; rows
 imported from the official LOINC table (``python -m worker loinc import``) live in CSVs under
-``<index dir>/reference/``. A packaged row wins over an imported row with the same code.
+``<index dir>/reference/``. When both hold a code, the imported row (the official release) gives
+LOINC's own fields (long common name and axes) and the packaged row keeps the app's category and
+the typical units.
 
 The reference's *version* is a short hash of its content, so an embedding index computed for
 one reference is never reused for another.
@@ -13,6 +15,7 @@ one reference is never reused for another.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -79,13 +82,24 @@ def reference_files(extra_dirs: Iterable[str | Path] = ()) -> list[tuple[Path, s
     return files
 
 
+def refreshed(packaged: ReferenceEntry, official: ReferenceEntry) -> ReferenceEntry:
+    """A packaged row with the official release's name and axes (a newer release may reword a name)."""
+    return dataclasses.replace(packaged, long_common_name=official.long_common_name, component=official.component,
+                               property=official.property, system=official.system, scale=official.scale,
+                               loinc_class=official.loinc_class)
+
+
 class Reference:
     """An ordered, de-duplicated set of reference entries with a content version."""
 
     def __init__(self, entries: Sequence[ReferenceEntry]):
         seen: dict[str, ReferenceEntry] = {}
-        for entry in entries:  # first occurrence wins: packaged rows come first
-            seen.setdefault(entry.code, entry)
+        for entry in entries:  # packaged rows come first
+            known = seen.get(entry.code)
+            if known is None:
+                seen[entry.code] = entry
+            elif known.source == "packaged" and entry.source == "imported":
+                seen[entry.code] = refreshed(known, entry)
         self.entries: list[ReferenceEntry] = list(seen.values())
         self.by_code: dict[str, ReferenceEntry] = seen
         self.index_of: dict[str, int] = {e.code: i for i, e in enumerate(self.entries)}
