@@ -109,3 +109,30 @@ def test_a_unitless_variant_guess_keeps_its_code_but_asks_for_review(engine, nam
     result = engine.map([LabTestQuery(name, unit, value=value, specimen=specimen)])[0]
     assert result.loinc_code == code
     assert result.needs_review is in_doubt
+
+
+def test_a_name_s_answer_does_not_depend_on_its_batch(engine):
+    """Evidence is cached per reading and specimen: 'Bands' in a body fluid is not 'Bands' in blood."""
+    from worker.mapping.engine import MappingEngine
+
+    def fresh() -> MappingEngine:  # the same knowledge, empty caches
+        return MappingEngine(engine.reference, engine.encoder, engine.embeddings, "fresh", engine.synonyms,
+                             engine.lexicon, engine.calibration)
+
+    fluid = LabTestQuery("Bands", None, None, "Other Body Fluid")
+    blood = LabTestQuery("Bands", "%", None, "Blood")
+    blood_first, fluid_first = fresh().map([blood, fluid]), fresh().map([fluid, blood])
+    assert blood_first == fluid_first[::-1]
+    assert [r.loinc_code for r in blood_first] == ["764-1", "26510-8"]
+
+
+def test_a_named_method_is_not_part_of_the_analyte(engine):
+    [bicarbonate, ldl] = engine.map([LabTestQuery("Calculated Bicarbonate", "mmol/L", None, "Whole Blood"),
+                                     LabTestQuery("LDL Cholesterol (Calculated)", "mg/dL")])
+    assert bicarbonate.loinc_code == "1959-6"
+    assert ldl.loinc_code == "13457-7"  # the method still picks the variant
+
+
+def test_names_written_x_of_specimen_match_their_analyte(engine):
+    [hematocrit] = engine.map([LabTestQuery("Hematocrit", "%", None, "CSF")])
+    assert hematocrit.loinc_code == "30398-2"

@@ -106,6 +106,9 @@ def read_synonyms(path: str | Path = SYNONYMS_PATH) -> list[Synonym]:
 _BRACKETS = re.compile(r"\[[^\]]*\]")
 
 
+_OF_SPECIMEN = re.compile(r"\s+of\s+[^/]*\b(?:blood|serum|plasma|urine|fluid|stool|saliva)\b.*$", re.IGNORECASE)
+
+
 def entry_core_name(entry: ReferenceEntry) -> str:
     """The analyte part of a long common name: no [property], no 'in <system>', no 'by <method>'."""
     name = _BRACKETS.sub(" ", entry.long_common_name)
@@ -116,6 +119,8 @@ def entry_core_name(entry: ReferenceEntry) -> str:
     parts = re.split(r"\s+in\s+", name)
     if len(parts) > 1:
         name = " in ".join(parts[:-1])
+    else:  # "Hematocrit [Volume Fraction] of Cerebral spinal fluid", "pH of Urine"
+        name = _OF_SPECIMEN.sub("", name)
     return f"{name} {suffix}".strip()
 
 
@@ -392,6 +397,7 @@ class MappingEngine:
         self._has_alias = np.isin(np.arange(len(self.reference)), self._alias_codes)
         self._entry_alias_words = [[(_words(t), frozenset(_words(t))) for t in texts]
                                    for texts in self._entry_alias_texts]
+        self._method_words = frozenset(w for kept in self.lexicon.methods.values() for w in kept.split())
         self._word_matcher = WordMatcher(w for texts in self._entry_alias_texts for t in texts for w in _words(t))
 
     def _alias_text(self, text: str) -> str:
@@ -485,7 +491,8 @@ class MappingEngine:
             # variants of one concept (units, specimens, methods) share its best name similarity:
             # the embedding finds the concept, the unit/specimen/method evidence picks the variant
             concept_emb = {i: max(float(e[j]) for j in self._concept_members[i]) for i in ids}
-            words = self._word_matcher.query(norm.expanded)
+            # a method the report names ("calculated") is evidence for the method, not words of the analyte
+            words = self._word_matcher.query(" ".join(w for w in norm.expanded.split() if w not in self._method_words))
             similarity = {i: self._name_similarity(words, token_sort_all[row], i) for i in ids}
             lexical = {i: sim for i, (sim, _) in similarity.items()}
             coverage = {i: share for i, (_, share) in similarity.items()}

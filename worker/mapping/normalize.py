@@ -130,7 +130,9 @@ class NormalisedName:
 
     @property
     def lookup_key(self) -> str:
-        return "\x1f".join((self.expanded, *self.alternatives))
+        """What retrieval's evidence depends on: the readings and the specimen (direct matches are
+        looked for in the specimen's own systems), so 'Bands' in blood and in a body fluid differ."""
+        return "\x1f".join((self.expanded, *self.alternatives, f"specimen={self.specimen}"))
 
 
 def is_non_test(cleaned: str, lexicon: Lexicon) -> bool:
@@ -227,6 +229,9 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
         parts.append(re.sub(r"\banti\b", " ", raw, flags=re.IGNORECASE))  # "Anti HCV Antibody" ~ "HCV antibody"
     if _alternatives and re.search(r"\bantibod(y|ies)\b", text) and re.search(r"\banti|\big[gmae]\b", text):
         parts.append(re.sub(r"\bantibod(?:y|ies)\b", " ", raw, flags=re.IGNORECASE))  # "Anticardiolipin Antibody IgG"
+    method_words = {w for kept in lexicon.methods.values() for w in kept.split()}
+    if _alternatives and method_words & set(text.split()):  # "Calculated Bicarbonate": the analyte alone
+        parts.append(" ".join(w for w in text.split() if w not in method_words))
     if _alternatives and re.search(r"\btotal\b", text):
         parts.append(re.sub(r"\btotal\b", " ", raw, flags=re.IGNORECASE))  # "Alkaline Phosphatase, Total"
     if _alternatives and re.search(r"[a-z]/[a-z]", text) and "ratio" not in text:
