@@ -14,6 +14,7 @@ from worker.mapping.types import CATEGORIES, OTHERS
 from worker.sample_jobs import load_sample, sample_names
 
 HELDOUT = Path(__file__).resolve().parent / "data" / "heldout_reports.csv"
+HELDOUT_EXTENDED = HELDOUT.with_name("heldout_extended_reports.csv")
 HELDOUT_COLUMNS = ["test_name", "test_unit", "specimen", "expected_loinc", "expected_category", "note"]
 GUIDE_SAMPLE = [
     {"test_name": "Hemoglobin", "test_value": "14.5", "test_unit": "g/dL"},
@@ -21,8 +22,8 @@ GUIDE_SAMPLE = [
 ]
 
 
-def heldout_rows() -> list[dict[str, str]]:
-    with HELDOUT.open(newline="", encoding="utf-8") as handle:
+def heldout_rows(path: Path = HELDOUT) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         assert reader.fieldnames == HELDOUT_COLUMNS
         return list(reader)
@@ -61,8 +62,9 @@ def test_heldout_list_is_large_enough_and_covers_every_category():
     assert set(counts) == set(CATEGORIES)
 
 
-def test_heldout_codes_have_valid_check_digits_and_categories_are_known():
-    for row in heldout_rows():
+@pytest.mark.parametrize("path", [HELDOUT, HELDOUT_EXTENDED], ids=lambda p: p.name)
+def test_heldout_codes_have_valid_check_digits_and_categories_are_known(path):
+    for row in heldout_rows(path):
         assert row["test_name"].strip(), row
         assert row["expected_category"] in CATEGORIES, row
         code = row["expected_loinc"]
@@ -80,8 +82,10 @@ def test_heldout_non_tests_have_no_code_and_category_others():
     assert all(row["note"].startswith("not a test") for row in heldout_rows() if not row["expected_loinc"])
 
 
-def test_heldout_rows_are_distinct():
-    keys = [(row["test_name"].lower(), row["test_unit"].lower(), row["specimen"].lower()) for row in heldout_rows()]
+@pytest.mark.parametrize("path", [HELDOUT, HELDOUT_EXTENDED], ids=lambda p: p.name)
+def test_heldout_rows_are_distinct(path):
+    keys = [(row["test_name"].lower(), row["test_unit"].lower(), row["specimen"].lower())
+            for row in heldout_rows(path)]
     assert len(keys) == len(set(keys))
 
 
@@ -92,3 +96,13 @@ def test_samples_do_not_leak_heldout_phrasings():
             continue
         for test in load_sample(name):
             assert test["test_name"].strip().lower() not in heldout_names, (name, test["test_name"])
+
+
+def test_extended_heldout_list_names_only_the_extension_s_codes():
+    from worker.mapping.reference import PACKAGED_LOINC_DIR, read_reference_csv
+
+    extension = {e.code: e.category for path in sorted(PACKAGED_LOINC_DIR.glob("c_*.csv"))
+                 for e in read_reference_csv(path)}
+    rows = heldout_rows(HELDOUT_EXTENDED)
+    assert len(rows) >= 100
+    assert all(extension.get(row["expected_loinc"]) == row["expected_category"] for row in rows)
