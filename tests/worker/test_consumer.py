@@ -250,3 +250,61 @@ def test_after_a_batch_fails_as_a_whole_the_consumer_waits_for_readiness_before_
         consumer.stop(1)
         thread.join(10)
     assert len(handler.batches) == 2 and counts(sqs, queues.url) == (0, 0)
+
+
+def test_the_next_batch_is_received_while_this_one_is_handled(sqs, queues):
+    send(sqs, queues.url, *[str(n) for n in range(15)])
+    seen_in_flight = []
+
+    def handler(messages):
+        seen_in_flight.append(counts(sqs, queues.url))  # (visible, in flight) while this batch works
+        return {m.message_id: done() for m in messages}
+
+    consumer = Consumer(queues.url, handler, options=options(batch_size=10), sqs=sqs)
+    assert consumer.run_once() == 10
+    assert consumer.stats.received == 15  # the other five came while the ten were handled
+    assert consumer.run_once() == 5  # no receive: the prefetched batch
+    assert counts(sqs, queues.url) == (0, 0)
+    assert consumer.stats.received == 15 and consumer.stats.deleted == 15
+    assert seen_in_flight[0][0] + seen_in_flight[0][1] == 15
+
+
+def test_prefetched_messages_get_heartbeats_and_are_released_on_stop(sqs, queues):
+    send(sqs, queues.url, *[str(n) for n in range(12)])
+    started, unblock = threading.Event(), threading.Event()
+
+    def slow(messages):
+        started.set()
+        unblock.wait(30)
+        return {m.message_id: done() for m in messages}
+
+    consumer = Consumer(queues.url, slow, options=options(batch_size=10, visibility_timeout=3, heartbeat=1,
+                                                          wait_time=1), sqs=sqs)
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    assert started.wait(10)
+    time.sleep(4.5)  # past the 3 s visibility timeout: only heartbeats keep all 12 hidden
+    assert counts(sqs, queues.url) == (0, 12)
+    consumer.stop(deadline=10)
+    unblock.set()
+    thread.join(15)
+    assert not thread.is_alive()
+    assert consumer.stats.deleted == 10 and consumer.stats.released == 2
+    again = receive_all(sqs, queues.url)  # the two held ahead of work are visible again at once
+    assert len(again) == 2
+
+
+def test_prefetched_messages_are_released_when_a_dependency_is_down(sqs, queues):
+    send(sqs, queues.url, *[str(n) for n in range(12)])
+    consumer = Consumer(queues.url, Recorder(lambda m: retry("database down")), sqs=sqs,
+                        options=options(batch_size=10, retry_backoff=30), ready=lambda: False)
+    assert consumer.run_once() == 10
+    assert consumer.stats.received == 12 and consumer.stats.released == 2
+    assert counts(sqs, queues.url) == (2, 10)  # the failed batch backs off; the other two are not held
+
+
+def test_prefetch_can_be_turned_off(sqs, queues):
+    send(sqs, queues.url, *[str(n) for n in range(12)])
+    consumer = Consumer(queues.url, Recorder(), options=options(batch_size=10, prefetch=False), sqs=sqs)
+    assert consumer.run_once() == 10
+    assert counts(sqs, queues.url) == (2, 0)
