@@ -18,11 +18,6 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
   with a long poll, so a priority message is always taken first.
 - While the handler works (in a worker thread), the consumer's thread extends the batch's
   visibility every ``heartbeat`` seconds, so a slow batch is never handed to a second consumer.
-- ``prefetch`` (on by default): while the handler works, the consumer's thread also receives the
-  next batch (short polls, priority first), so the queue's round trip overlaps the work instead of
-  following it. Prefetched messages get the same heartbeats; they are released (visible again at
-  once) when the consumer stops or a dependency is down. A priority message that arrives after a
-  prefetch waits one batch.
 - ``ready()`` (optional): after a batch in which every message failed, the consumer calls it,
   with a growing pause, before it receives again, so that an outage of what the handler
   depends on does not burn the receive counts of the whole queue.
@@ -127,7 +122,6 @@ class ConsumerOptions:
     retry_backoff_max: float = 300.0
     shutdown_deadline: float = 90.0
     dlq_url: str | None = None
-    prefetch: bool = True
 
     def backoff(self, receive_count: int) -> int:
         """Seconds a failed message stays invisible: retry_backoff doubling with each receive, capped."""
@@ -174,7 +168,6 @@ class Consumer:
         self._stopping = threading.Event()
         self._stop_deadline: float | None = None
         self._queues: dict[str, _QueueInfo] = {}
-        self._prefetched: list[Message] = []
 
     # ---- control -------------------------------------------------------------------------
 
@@ -210,19 +203,10 @@ class Consumer:
                 log.error("receiving failed; pausing %.0f s", pause, extra={"error": repr(error)})
                 self._stopping.wait(pause)
                 pause = min(pause * 2, RECEIVE_ERROR_PAUSE_MAX)
-        self._release_prefetched()
         log.info("consumer stopped", extra={"abandoned": self.abandoned})
 
     def run_once(self) -> int:
         """One poll of the queues (priority first) and the handling of what it brought; returns its size."""
-        if self._prefetched:
-            messages, self._prefetched = self._prefetched, []
-            self._call(self.on_poll)
-            if self.stopping:
-                self._release(messages)
-            else:
-                self._process(messages)
-            return len(messages)
         for position, queue_url in enumerate(self.queue_urls):
             last = position == len(self.queue_urls) - 1
             messages = self._receive(queue_url, self.options.wait_time if last else 0)
@@ -334,24 +318,6 @@ class Consumer:
                 log.warning("visibility change failed", extra=message.log_fields(what=what,
                                                                                  error=entry.get("Message")))
 
-    def _prefetch(self) -> None:
-        """Receive the next batch while this one is handled: short polls, priority queues first."""
-        if not self.options.prefetch or self._prefetched or self.stopping:
-            return
-        for queue_url in self.queue_urls:
-            try:
-                messages = self._receive(queue_url, 0)
-            except (BotoCoreError, ClientError) as error:  # the next run_once receives as usual
-                log.warning("prefetch failed", extra={"queue_url": queue_url, "error": repr(error)})
-                return
-            if messages:
-                self._prefetched = messages
-                return
-
-    def _release_prefetched(self) -> None:
-        messages, self._prefetched = self._prefetched, []
-        self._release(messages)
-
     def _release(self, messages: Sequence[Message]) -> None:
         """Make unfinished messages visible again at once (shutdown)."""
         if not messages:
@@ -443,8 +409,6 @@ class Consumer:
         # A batch that failed as a whole points at a dependency (a database outage): check it is
         # back before receiving more, rather than spending every queued message's receive count.
         self._suspect = bool(failed) and not finished and self.ready is not None
-        if self._suspect:
-            self._release_prefetched()
         if self.stopping:
             # Shutting down: a failed message is better retried at once by the next consumer.
             self._release(failed)
@@ -488,7 +452,6 @@ class Consumer:
 
         thread = threading.Thread(target=work, name="batch-handler", daemon=True)
         thread.start()
-        self._prefetch()
         next_beat = time.monotonic() + self.options.heartbeat
         while not finished.wait(self._wait_step(next_beat)):
             now = time.monotonic()
@@ -498,8 +461,7 @@ class Consumer:
                             extra={"message_ids": [m.message_id for m in messages]})
                 return None
             if now >= next_beat:
-                for held in (messages, self._prefetched):  # one call per queue: a prefetch may come from another
-                    self._change_visibility(held, lambda m: self.options.visibility_timeout, "heartbeat")
+                self._change_visibility(messages, lambda m: self.options.visibility_timeout, "heartbeat")
                 log.debug("visibility extended", extra={"count": len(messages),
                                                         "visibility_timeout": self.options.visibility_timeout})
                 next_beat = now + self.options.heartbeat
