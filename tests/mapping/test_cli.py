@@ -108,4 +108,3 @@ def test_index_build_writes_the_index_once(index_env):
     second = json.loads(run(["index", "build", "--json"], env))
     assert second["path"] == first["path"]
     assert path.stat().st_mtime_ns == mtime  # loaded, not recomputed
-

@@ -397,7 +397,6 @@ class MappingEngine:
         self._has_alias = np.isin(np.arange(len(self.reference)), self._alias_codes)
         self._entry_alias_words = [[(_words(t), frozenset(_words(t))) for t in texts]
                                    for texts in self._entry_alias_texts]
-        self._method_words = frozenset(w for kept in self.lexicon.methods.values() for w in kept.split())
         self._word_matcher = WordMatcher(w for texts in self._entry_alias_texts for t in texts for w in _words(t))
 
     def _alias_text(self, text: str) -> str:
@@ -492,7 +491,8 @@ class MappingEngine:
             # the embedding finds the concept, the unit/specimen/method evidence picks the variant
             concept_emb = {i: max(float(e[j]) for j in self._concept_members[i]) for i in ids}
             # a method the report names ("calculated") is evidence for the method, not words of the analyte
-            words = self._word_matcher.query(" ".join(w for w in norm.expanded.split() if w not in self._method_words))
+            method_words = self.lexicon.method_words
+            words = self._word_matcher.query(" ".join(w for w in norm.expanded.split() if w not in method_words))
             similarity = {i: self._name_similarity(words, token_sort_all[row], i) for i in ids}
             lexical = {i: sim for i, (sim, _) in similarity.items()}
             coverage = {i: share for i, (_, share) in similarity.items()}

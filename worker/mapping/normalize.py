@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -61,6 +61,11 @@ class Lexicon:
     methods: dict[str, str]
     abbreviations: dict[str, str]
     non_tests: frozenset[str]
+
+    @cached_property
+    def method_words(self) -> frozenset[str]:
+        """Words a method phrase leaves in a name ('calculated'): evidence for the method, not the analyte."""
+        return frozenset(w for kept in self.methods.values() for w in kept.split())
 
     def fingerprint(self) -> str:
         """A stable text of the whole lexicon (frozenset order varies between processes)."""
@@ -229,9 +234,8 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
         parts.append(re.sub(r"\banti\b", " ", raw, flags=re.IGNORECASE))  # "Anti HCV Antibody" ~ "HCV antibody"
     if _alternatives and re.search(r"\bantibod(y|ies)\b", text) and re.search(r"\banti|\big[gmae]\b", text):
         parts.append(re.sub(r"\bantibod(?:y|ies)\b", " ", raw, flags=re.IGNORECASE))  # "Anticardiolipin Antibody IgG"
-    method_words = {w for kept in lexicon.methods.values() for w in kept.split()}
-    if _alternatives and method_words & set(text.split()):  # "Calculated Bicarbonate": the analyte alone
-        parts.append(" ".join(w for w in text.split() if w not in method_words))
+    if _alternatives and not lexicon.method_words.isdisjoint(text.split()):  # "Calculated Bicarbonate"
+        parts.append(" ".join(w for w in text.split() if w not in lexicon.method_words))
     if _alternatives and re.search(r"\btotal\b", text):
         parts.append(re.sub(r"\btotal\b", " ", raw, flags=re.IGNORECASE))  # "Alkaline Phosphatase, Total"
     if _alternatives and re.search(r"[a-z]/[a-z]", text) and "ratio" not in text:
