@@ -60,6 +60,9 @@ def test_map_keeps_order_and_shape(fixture_engine):
         assert result.match_method in MATCH_METHODS
         assert 0.0 <= result.confidence <= 1.0
         assert len(result.candidates) <= 5
+        assert len(result.candidate_scores) == len(result.candidates)
+        assert list(result.candidate_scores) == sorted(result.candidate_scores, reverse=True)
+    assert results[0].candidate_scores[0] > 0.5
     assert fixture_engine.map([]) == []
 
 

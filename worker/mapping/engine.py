@@ -680,15 +680,17 @@ class MappingEngine:
         best = self.reference.entries[best_i]
         confidence = self.calibration.confidence(**features)
         candidates = tuple(self.reference.entries[i].code for _, i, _, _ in scored[:5])
+        scores = tuple(round(score, 4) for score, _, _, _ in scored[:5])
         if confidence >= self.calibration.threshold:
             return MappingResult(best.category, best.code, best.long_common_name, round(confidence, 4), method,
-                                 candidates, needs_review=self._variant_in_doubt(query, norm, scored))
+                                 candidates, needs_review=self._variant_in_doubt(query, norm, scored),
+                                 candidate_scores=scores)
         # abstaining: the query's own words name the category if a rule knows them, else the best candidate's
         category = self._fallback_category(norm)
         if category == OTHERS and best_score >= self.calibration.category_floor:
             category = best.category
         return MappingResult(category if category in CATEGORIES else OTHERS, None, None, round(confidence, 4),
-                             "none", candidates, needs_review=True)
+                             "none", candidates, needs_review=True, candidate_scores=scores)
 
     def _variant_in_doubt(self, query: LabTestQuery, norm: NormalisedName,
                           scored: list[tuple[float, int, str, bool]]) -> bool:

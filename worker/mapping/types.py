@@ -43,5 +43,6 @@ class MappingResult:
     loinc_name: str | None
     confidence: float
     match_method: str
-    candidates: tuple[str, ...] = field(default_factory=tuple)
+    candidates: tuple[str, ...] = field(default_factory=tuple)  # the best codes, best first
     needs_review: bool = False
+    candidate_scores: tuple[float, ...] = field(default_factory=tuple)  # the ranking's score of each candidate
