@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from worker.emulator import free_port
+from worker.local.emulator import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")

@@ -12,11 +12,11 @@ import textwrap
 
 import boto3
 
-from worker.loadtest import MotoServer
+from worker.local.emulator import MotoServer
 
 AGREEMENT = textwrap.dedent("""
     from moto.sqs.models import Message, SQSBackend
-    from worker.emulator import patch_moto_receive
+    from worker.local.emulator import patch_moto_receive
 
     backend = SQSBackend("us-east-1", "123456789012")
     backend.create_queue("q", MessageRetentionPeriod="60")

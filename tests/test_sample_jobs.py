@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from worker.contract import new_job
+from worker.local.sample_jobs import load_sample, sample_names
 from worker.mapping.loinc import is_valid_code
 from worker.mapping.types import CATEGORIES, OTHERS
-from worker.sample_jobs import load_sample, sample_names
 
 HELDOUT = Path(__file__).resolve().parent / "data" / "heldout_reports.csv"
 HELDOUT_EXTENDED = HELDOUT.with_name("heldout_extended_reports.csv")

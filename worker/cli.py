@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from worker import bench, commands
+from worker import commands
+from worker.local import bench
 from worker.mapping import cli as mapping_cli
 
 app = typer.Typer(

@@ -97,7 +97,7 @@ def demo(
     model: str = typer.Option(None, "--model", help="Model id or directory (default: the packaged model)."),
 ) -> None:
     """Run the whole pipeline locally (moto SQS, SQLite, the worker) on two jobs and print the results."""
-    from worker.demo import run_demo
+    from worker.local.demo import run_demo
 
     raise typer.Exit(run_demo(report=report, timeout=timeout, verbose=verbose, model=model))
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from worker.bench import JSON_KEYS, bench_workload
+from worker.local.bench import JSON_KEYS, bench_workload
 
 pytestmark = pytest.mark.slow
 

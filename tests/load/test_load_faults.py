@@ -3,14 +3,15 @@
 Every fault kind is injected (SIGKILL and SIGTERM of a worker mid-batch, the database refusing
 connections, poison messages of each kind, duplicate sends); the run must lose nothing,
 duplicate nothing and dead-letter every poison message with its reason. ``python -m
-worker.loadtest --jobs 2000`` is the full-size run.
+worker.local.load --jobs 2000`` is the full-size run.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from worker.loadtest import POISON_KINDS, LoadConfig, plan_workload, run_load
+from worker.local.load.run import LoadConfig, run_load
+from worker.local.load.workload import POISON_KINDS, plan_workload
 
 pytestmark = pytest.mark.slow
 

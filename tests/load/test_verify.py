@@ -7,7 +7,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from worker.loadtest import PlannedMessage, Workload, verify
+from worker.local.load.verify import verify
+from worker.local.load.workload import PlannedMessage, Workload
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def test_development_list_does_not_regress(engine):
 
 
 def test_sample_jobs_map_to_app_categories(engine):
-    from worker.sample_jobs import load_sample, sample_names
+    from worker.local.sample_jobs import load_sample, sample_names
 
     for sample in sample_names():
         tests = load_sample(sample)

@@ -23,7 +23,7 @@ throughput over baseline throughput.
 defaults, mean pooling; built locally, nothing downloaded): the production model's size, for the
 memory figure. ``--profile FILE`` runs the worker under cProfile and prints where time goes.
 
-The moto server runs with :func:`worker.emulator.patch_moto_receive`: stock moto scans the whole
+The moto server runs with :func:`worker.local.emulator.patch_moto_receive`: stock moto scans the whole
 queue for each message it returns, which made most of the warm run; ``--stock-moto`` measures it
 as released.
 """
@@ -71,7 +71,7 @@ def bench_workload(jobs: int, seed: int) -> list[list[dict]]:
     memory and to the engine's in-process caches: the cold run embeds every test. The warm run
     sends the same reports again.
     """
-    from worker.sample_jobs import load_sample, sample_names
+    from worker.local.sample_jobs import load_sample, sample_names
 
     rng = random.Random(seed)
     panels = [load_sample(name) for name in sample_names() if name != "guide_sample"]
@@ -429,7 +429,7 @@ def run_bench(config: BenchConfig) -> dict:
     import boto3
     import sqlalchemy
 
-    from worker.loadtest import MotoServer, stop_process
+    from worker.local.emulator import MotoServer, stop_process
     from worker.mapping.engine import MappingEngine
     from worker.mapping.model import packaged_model_dir
     from worker.store.db import make_engine, upgrade
@@ -485,7 +485,7 @@ def run_bench(config: BenchConfig) -> dict:
         note(f"workload: {len(reports)} jobs, {tests} tests (seed {config.seed})")
 
         # Start-up: the first job already waits in the queue when the worker is spawned.
-        from worker.sample_jobs import load_sample
+        from worker.local.sample_jobs import load_sample
 
         probe = send_jobs(sqs, queue_url, [load_sample("guide_sample")], user_id=123, first_document=456)
         env = worker_env(moto.endpoint, queue_url, database_url, model, index_dir, work_dir)

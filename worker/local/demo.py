@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.emulator import create_queue_with_dlq, free_port
+from worker.local.emulator import create_queue_with_dlq, free_port
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,9 @@ def run_demo(report: str = DEFAULT_REPORT, timeout: float = 180.0, verbose: bool
     from moto.server import ThreadedMotoServer
 
     from worker import aws
+    from worker.local.sample_jobs import load_sample
     from worker.producer import MLWorkerClient
     from worker.runtime import build_worker, load_engine
-    from worker.sample_jobs import load_sample
     from worker.settings import WorkerSettings
     from worker.store.db import make_engine, upgrade
 

@@ -1,0 +1,5 @@
+import sys
+
+from worker.local.load.run import main
+
+sys.exit(main())
