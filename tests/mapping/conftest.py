@@ -77,7 +77,7 @@ class CountingEncoder:
 @pytest.fixture(scope="session")
 def sentence_encoder(packaged_model_dir):
     """The packaged all-MiniLM-L6-v2, loaded once for the whole session."""
-    from worker.mapping.engine import SentenceEncoder
+    from worker.mapping.encoder import SentenceEncoder
     from worker.mapping.model import load_sentence_model
 
     return SentenceEncoder(load_sentence_model(packaged_model_dir))

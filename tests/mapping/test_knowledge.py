@@ -6,10 +6,12 @@ import csv
 from collections import defaultdict
 
 from worker.mapping.categorize import categorize, load_rules
-from worker.mapping.engine import CALIBRATION_PATH, SYNONYMS_PATH, Calibration, read_synonyms, system_group, token_key
+from worker.mapping.decide import CALIBRATION_PATH, Calibration
 from worker.mapping.loinc import is_valid_code
+from worker.mapping.names import system_group, token_key
 from worker.mapping.normalize import LEXICON_PATH, normalise_name
 from worker.mapping.reference import Reference
+from worker.mapping.synonyms import SYNONYMS_PATH, read_synonyms
 from worker.mapping.types import CATEGORIES
 
 

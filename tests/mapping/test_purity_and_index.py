@@ -39,7 +39,8 @@ def test_no_mapping_module_mentions_boto3_or_sql():
 
 def test_second_load_does_not_reembed_the_reference(sentence_encoder, packaged_model_dir, tmp_path,
                                                    counting_encoder, small_reference):
-    from worker.mapping.engine import MappingEngine, index_path
+    from worker.mapping.encoder import index_path
+    from worker.mapping.engine import MappingEngine
 
     CountingEncoder = counting_encoder  # noqa: N806
     reference = small_reference

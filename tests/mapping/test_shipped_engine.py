@@ -116,7 +116,7 @@ def test_a_name_s_answer_does_not_depend_on_its_batch(engine):
     from worker.mapping.engine import MappingEngine
 
     def fresh() -> MappingEngine:  # the same knowledge, empty caches
-        return MappingEngine(engine.reference, engine.encoder, engine.embeddings, "fresh", engine.synonyms,
+        return MappingEngine(engine.reference, engine.encoder, engine.retriever.embeddings, "fresh", engine.synonyms,
                              engine.lexicon, engine.calibration)
 
     fluid = LabTestQuery("Bands", None, None, "Other Body Fluid")

@@ -33,7 +33,7 @@ DECORATIONS = (
 
 def workload(rows: int, distinct: int, seed: int = 7) -> list[tuple[str, str | None]]:
     """``rows`` (name, unit) pairs over ``distinct`` names, deterministic for a seed."""
-    from worker.mapping.engine import entry_core_name
+    from worker.mapping.names import entry_core_name
     from worker.mapping.reference import Reference
 
     reference = Reference.load()

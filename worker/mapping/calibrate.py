@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if any("heldout" in f for f in args.files):
         raise SystemExit("refusing to calibrate on the held-out evaluation list")
-    from worker.mapping.engine import CALIBRATION_PATH, Calibration, MappingEngine
+    from worker.mapping.decide import CALIBRATION_PATH, Calibration
+    from worker.mapping.engine import MappingEngine
 
     engine = MappingEngine.load(model=args.model, index_dir=args.index_dir)
     x, y, outside = collect(engine, args.files)

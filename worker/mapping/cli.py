@@ -180,7 +180,8 @@ def index_build(model: ModelOption = None, index_dir: IndexDirOption = None,
     """Compute and store the reference's embedding index (the Docker build runs this)."""
     import time
 
-    from worker.mapping.engine import MappingEngine, index_path
+    from worker.mapping.encoder import index_path
+    from worker.mapping.engine import MappingEngine
     from worker.mapping.model import resolve_index_dir, resolve_model
 
     started = time.perf_counter()

@@ -1,0 +1,151 @@
+"""Step 3, re-rank: retrieval's candidates scored with the evidence beyond the name.
+
+The unit class against the LOINC property (mass, molar, count, percent, ratio, enzyme or arbitrary
+activity, entitic volume or mass, velocity, rates, fields), the specimen against the system, the
+scale against the value (``Positive`` is ordinal), the method and timing in the long name, and small
+priors (serum/plasma over whole blood, a synonym's usual variant, the generic body-fluid code when no
+fluid is named, the excretion code for a 24-hour collection printed without a unit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from worker.mapping.names import ReferenceViews, stems
+from worker.mapping.normalize import (
+    UNIT_CLASS_PROPERTIES,
+    NormalisedName,
+    is_qualitative_value,
+    normalise_unit,
+    unit_class,
+)
+from worker.mapping.reference import Reference, ReferenceEntry
+from worker.mapping.retrieve import Evidence
+from worker.mapping.types import LabTestQuery
+
+
+class Candidate(NamedTuple):
+    score: float
+    index: int  # the reference row
+    method: str  # how it was found: exact, synonym, lexical or embedding
+    direct: bool  # an exact or synonym name match
+
+
+@dataclass(frozen=True)
+class Ranking:
+    candidates: list[Candidate]  # best first
+    features: dict  # what the decision's confidence model reads (empty when there is no candidate)
+
+
+class Reranker:
+    def __init__(self, reference: Reference, views: ReferenceViews):
+        self.reference = reference
+        self.views = views
+
+    def adjustment(self, entry: ReferenceEntry, norm: NormalisedName, uclass: str | None, unit_norm: str,
+                   qualitative: bool | None) -> float:
+        """Re-ranking evidence beyond the name: unit class, specimen, scale, method and timing."""
+        adj = 0.0
+        index = self.reference.index_of[entry.code]
+        prop = entry.property
+        scale = entry.scale.lower()
+        if uclass:
+            if prop in UNIT_CLASS_PROPERTIES.get(uclass, frozenset()):
+                adj += 0.10
+                if unit_norm and unit_norm in self.views.units[index]:
+                    adj += 0.04
+            else:
+                adj -= 0.35
+            if scale and scale != "qn" and uclass not in ("field", "titer"):
+                adj -= 0.08
+        else:
+            if qualitative is True:
+                adj += 0.06 if scale in ("ord", "nom", "ordqn", "nar") else -0.08
+            elif qualitative is False:
+                adj += 0.0 if scale == "qn" else -0.05
+            if qualitative is None and scale in ("ord", "nom"):
+                adj += 0.03  # a result printed without a unit is more often a qualitative one
+            if norm.timed_24h:  # a 24-hour collection is reported as what it excretes: mg/24 h
+                adj += 0.03 if prop in UNIT_CLASS_PROPERTIES["excretion"] else 0.0
+            else:
+                adj += {"MCnc": 0.02, "NFr": 0.02, "SCnc": 0.01, "CCnc": 0.01, "ACnc": 0.01,
+                        "VFr": 0.02, "MFr": 0.02}.get(prop, 0.0)
+        if norm.absolute is True:
+            adj += 0.08 if prop in ("NCnc", "Num") else (-0.10 if prop in ("NFr",) else 0.0)
+        elif norm.absolute is False:
+            adj += 0.08 if prop in ("NFr", "MFr", "VFr") else (-0.10 if prop in ("NCnc",) else 0.0)
+        # specimen: the query's (or serum/blood by default) against the entry's system
+        group = self.views.groups[index]
+        system = self.views.systems[index]
+        wanted = norm.specimen
+        if wanted in (None, "blood", "serum", "arterial", "wholeblood"):
+            if group == "blood":
+                if wanted == "wholeblood":
+                    adj += 0.08 if system == "bld" else (0.03 if system.startswith("bld") else 0.0)
+                elif "ser" in system or "plas" in system:
+                    adj += 0.03
+                elif system in ("bldv", "bldc", "blda"):
+                    adj -= 0.03
+            elif group == "arterial":
+                adj += 0.03 if wanted == "arterial" else -0.03
+            elif group == "other":
+                adj -= 0.12
+            else:
+                adj -= 0.25
+        elif wanted == "fluid":  # a body fluid not named: the generic body-fluid code first
+            adj += 0.03 if group == "fluid" else 0.01 if group in ("pleural", "peritoneal", "synovial") else (
+                -0.10 if group == "blood" else -0.25)
+        else:  # an explicit urine, stool, CSF or body-fluid specimen: other systems are near impossible
+            adj += 0.05 if group == wanted else (-0.08 if group == "fluid" and wanted in (
+                "pleural", "peritoneal", "synovial") else -0.5)
+        timed = "24 hour" in entry.long_common_name.lower()
+        if norm.timed_24h:
+            adj += 0.10 if timed else -0.06
+        elif timed:
+            adj -= 0.10
+        # method: a named method the report did not ask for costs a little; one it did ask for helps
+        method = self.views.methods[index]
+        if method:
+            query_stems = stems(norm.cleaned)
+            if method & query_stems:
+                adj += 0.05
+            elif wanted == "urine" and "strip" in self.views.method_text[index]:
+                adj += 0.02  # urine routine chemistry is a dipstick
+            else:
+                adj -= 0.05 if "manua" in method else 0.02
+        timing = self.views.timings[index]
+        if timing and not (timing & stems(norm.cleaned + " " + norm.expanded)):
+            adj -= 0.04
+        return adj
+
+    def rank(self, query: LabTestQuery, norm: NormalisedName, evidence: Evidence) -> Ranking:
+        """Candidates best first and the confidence features of the best."""
+        uclass = unit_class(query.unit)
+        unit_norm = normalise_unit(query.unit)
+        qualitative = is_qualitative_value(query.value)
+        scored: list[Candidate] = []
+        for i in evidence.lexical:
+            entry = self.reference.entries[i]
+            lex = evidence.lexical[i]
+            emb = evidence.embedding[i]
+            base = 0.45 * lex + 0.55 * max(emb, 0.0)
+            direct = i in evidence.exact or i in evidence.synonym
+            if direct:
+                base += 0.30
+            if i in evidence.synonym:
+                base += 0.05  # the variant a report usually means
+            method = ("synonym" if i in evidence.synonym or norm.text != norm.expanded else "exact") if direct else (
+                "lexical" if lex >= emb else "embedding")
+            score = base + self.adjustment(entry, norm, uclass, unit_norm, qualitative)
+            scored.append(Candidate(score, i, method, direct))
+        scored.sort(key=lambda s: (-s[0], s[1]))
+        if not scored:
+            return Ranking(scored, {})
+        best_score, best_i, _, direct = scored[0]
+        runner_up = scored[1][0] if len(scored) > 1 else 0.0
+        concept = self.views.concept
+        other_concept = next((s for s, i, _, _ in scored[1:] if concept[i] != concept[best_i]), 0.0)
+        features = {"score": best_score, "margin": best_score - runner_up, "concept_margin": best_score - other_concept,
+                    "direct": direct, "coverage": evidence.coverage.get(best_i, 0.0)}
+        return Ranking(scored, features)

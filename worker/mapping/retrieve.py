@@ -1,0 +1,234 @@
+"""Step 2, retrieve: the candidate reference rows for each normalised name, with their raw scores.
+
+Two ways: rapidfuzz over every row's names and the synonym table's report terms, and cosine
+similarity of sentence embeddings. An exact or synonym name match is a direct match for the whole
+concept: every variant of that component in the same specimen group (and in the query's own
+specimen), so that re-ranking can still pick the variant from the unit, specimen and method.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from worker.mapping.cache import DEFAULT_SIZE, LRU
+from worker.mapping.names import ReferenceViews, alias_text, entry_aliases, token_key
+from worker.mapping.normalize import Lexicon, NormalisedName, SpellingCorrector, basic_clean, normalise_name
+from worker.mapping.reference import Reference
+from worker.mapping.synonyms import Synonym
+
+TOP_K = 25
+
+
+@dataclass
+class Evidence:
+    """Per distinct normalised name: candidate reference rows and their raw retrieval scores."""
+
+    lexical: dict[int, float]
+    embedding: dict[int, float]
+    exact: set[int]
+    synonym: set[int]
+    coverage: dict[int, float]  # share of the query's words the candidate's names account for
+
+
+_FILLER = frozenset({"of", "the", "in", "and", "by", "for", "on", "with", "to", "is", "at"})
+
+
+@lru_cache(maxsize=65_536)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w for w in re.split(r"[\s/]+", text) if w and w not in _FILLER)
+
+
+FUZZY_WORD_MIN = 5  # words this long or longer match a word within a typo of them
+FUZZY_WORD_RATIO = 85
+
+
+class WordMatcher:
+    """Which words of a query and of a name account for each other: equal, or both long and within a typo.
+
+    Built over a fixed vocabulary (the reference's alias words): each query word's typo neighbours
+    are looked up once, in C, so that comparing a query with hundreds of names is set arithmetic.
+    """
+
+    def __init__(self, vocabulary: Iterable[str]):
+        self._long_words = sorted({w for w in vocabulary if len(w) >= FUZZY_WORD_MIN})
+        self._near: dict[str, frozenset[str]] = {}
+
+    def near(self, word: str) -> frozenset[str]:
+        """The word and the vocabulary's words within a typo of it."""
+        found = self._near.get(word)
+        if found is None:
+            from rapidfuzz import fuzz, process
+
+            alike = () if len(word) < FUZZY_WORD_MIN else (
+                match for match, _, _ in process.extract(word, self._long_words, scorer=fuzz.ratio,
+                                                         score_cutoff=FUZZY_WORD_RATIO, limit=None))
+            found = frozenset((word, *alike))
+            if len(self._near) >= DEFAULT_SIZE:
+                self._near.clear()
+            self._near[word] = found
+        return found
+
+    def query(self, text: str) -> QueryWords:
+        words = _words(text)
+        near = tuple(self.near(w) for w in words)
+        return QueryWords(words, near, frozenset().union(*near))
+
+
+@dataclass(frozen=True, slots=True)
+class QueryWords:
+    words: tuple[str, ...]
+    near: tuple[frozenset[str], ...]  # per word: itself and its typo neighbours
+    reach: frozenset[str]  # every word some query word accounts for
+
+    def shares(self, alias_words: tuple[str, ...], alias_set: frozenset[str]) -> tuple[float, float]:
+        """(share of the query's words found in the alias, share of the alias's words found in the query);
+        the alias's words must come from the matcher's vocabulary."""
+        if not self.words or not alias_words:
+            return 0.0, 0.0
+        q_found = sum(1 for near in self.near if not near.isdisjoint(alias_set))
+        a_found = sum(1 for w in alias_words if w in self.reach)
+        return q_found / len(self.words), a_found / len(alias_words)
+
+
+class Retriever:
+    """Candidates for a normalised name: fuzzy matches over every reference row's names (component, core
+    long name, the synonym table's report terms) and the nearest rows by sentence embedding. What it finds
+    is cached per reading and specimen, so a name's evidence never depends on the batch it came in."""
+
+    def __init__(self, reference: Reference, views: ReferenceViews, encoder, embeddings: np.ndarray,
+                 synonyms: list[Synonym], lexicon: Lexicon):
+        self.reference = reference
+        self.views = views
+        self.encoder = encoder
+        self.embeddings = embeddings
+        self.lexicon = lexicon
+        self.synonyms = synonyms
+        self._query_vectors: LRU[str, np.ndarray] = LRU()
+        self._evidence: LRU[str, Evidence] = LRU()
+        corrector_words: set[str] = set()
+        aliases: list[tuple[str, int]] = []
+        self._exact: dict[str, set[int]] = {}
+        self._synonym_terms: dict[str, set[int]] = {}
+        lex = self.lexicon
+        for i, entry in enumerate(self.reference.entries):
+            texts = {alias_text(t, lex) for t in entry_aliases(entry)}
+            for text in texts:
+                if text:
+                    aliases.append((text, i))
+                    self._exact.setdefault(text, set()).add(i)
+                    self._exact.setdefault(token_key(text), set()).add(i)
+            corrector_words.update(basic_clean(entry.long_common_name).split())
+        for term in set(lex.abbreviations) | set(lex.abbreviations.values()) | set(lex.spellings.values()):
+            corrector_words.update(term.split())
+        for synonym in self.synonyms:
+            i = self.reference.index_of[synonym.code]
+            norm = normalise_name(synonym.term, lexicon=lex)
+            for text in {norm.text, norm.expanded}:
+                if text:
+                    self._synonym_terms.setdefault(text, set()).add(i)
+                    self._synonym_terms.setdefault(token_key(text), set()).add(i)
+                    aliases.append((text, i))
+            corrector_words.update(norm.cleaned.split())
+        self.corrector = SpellingCorrector(corrector_words)
+        aliases = sorted(set(aliases), key=lambda a: (a[1], a[0]))
+        self._entry_alias_texts: list[list[str]] = [[] for _ in self.reference.entries]
+        for text, i in aliases:
+            self._entry_alias_texts[i].append(text)
+        self._alias_texts = [a[0] for a in aliases]
+        self._alias_codes = np.array([a[1] for a in aliases], dtype=np.int64)
+        # start offset of each entry's alias run, for per-entry max via reduceat
+        self._alias_starts = np.searchsorted(self._alias_codes, np.arange(len(self.reference)))
+        self._has_alias = np.isin(np.arange(len(self.reference)), self._alias_codes)
+        self._entry_alias_words = [[(_words(t), frozenset(_words(t))) for t in texts]
+                                   for texts in self._entry_alias_texts]
+        self._word_matcher = WordMatcher(w for texts in self._entry_alias_texts for t in texts for w in _words(t))
+
+    def evidence(self, norm: NormalisedName) -> Evidence:
+        """What ``gather`` found for this name (call ``gather`` first)."""
+        return self._evidence[norm.lookup_key]
+
+    def gather(self, norms: list[NormalisedName]) -> None:
+        """Find and cache the evidence of every name not seen before, with one encoder call for them all."""
+        missing_norms = [n for n in norms if self._evidence.get(n.lookup_key) is None]
+        if not missing_norms:
+            return
+        missing = list(dict.fromkeys(n.expanded for n in missing_norms))
+        to_embed = [t for t in missing if t not in self._query_vectors]
+        if to_embed:
+            vectors = self.encoder.encode(to_embed)  # one forward pass for the batch's new names
+            for text, vector in zip(to_embed, vectors, strict=True):
+                self._query_vectors.put(text, vector)
+        q = np.stack([self._query_vectors[t] for t in missing])
+        emb_all = q @ self.embeddings.T if len(self.embeddings) else np.zeros((len(missing), 0), np.float32)
+        lex_all, token_sort_all = self._lexical_scores(missing)
+        row_of = {t: r for r, t in enumerate(missing)}
+        n = len(self.reference)
+        k = min(TOP_K, n)
+        for norm in missing_norms:
+            row = row_of[norm.expanded]
+            e = emb_all[row]
+            lx = lex_all[row]
+            top_e = np.argpartition(-e, k - 1)[:k] if k else []
+            top_l = np.argpartition(-lx, k - 1)[:k] if k else []
+            exact: set[int] = set()
+            synonym: set[int] = set()
+            for readings in ((norm.expanded, norm.text), norm.alternatives):
+                for reading in readings:  # the whole name first; its other readings only if it found nothing
+                    for key in (reading, token_key(reading)):
+                        exact.update(self._exact.get(key, ()))
+                        synonym.update(self._synonym_terms.get(key, ()))
+                if any(self.views.specimen_fits(i, norm.specimen) for i in exact | synonym):
+                    break
+            # a synonym names a concept and its usual variant: every variant of the concept is a direct
+            # match, so that unit, specimen and method evidence can still pick another variant
+            # (and its variants in the query's own specimen: "Pleural fluid WBC count")
+            for i in list(synonym):
+                group = self.views.groups[i]
+                exact.update(j for j in self.views.concept_members[i] if self.views.groups[j] == group
+                             or (norm.specimen and self.views.specimen_fits(j, norm.specimen)))
+            ids = set(map(int, top_e)) | set(map(int, top_l)) | exact | synonym
+            # variants of one concept (units, specimens, methods) share its best name similarity:
+            # the embedding finds the concept, the unit/specimen/method evidence picks the variant
+            concept_emb = {i: max(float(e[j]) for j in self.views.concept_members[i]) for i in ids}
+            # a method the report names ("calculated") is evidence for the method, not words of the analyte
+            method_words = self.lexicon.method_words
+            words = self._word_matcher.query(" ".join(w for w in norm.expanded.split() if w not in method_words))
+            similarity = {i: self._name_similarity(words, token_sort_all[row], i) for i in ids}
+            lexical = {i: sim for i, (sim, _) in similarity.items()}
+            coverage = {i: share for i, (_, share) in similarity.items()}
+            for i in exact | synonym:  # an exact or synonym name match is a perfect name match
+                lexical[i] = concept_emb[i] = coverage[i] = 1.0
+            self._evidence.put(norm.lookup_key, Evidence(lexical, concept_emb, exact, synonym, coverage))
+
+    def _name_similarity(self, query: QueryWords, token_sort: np.ndarray, i: int) -> tuple[float, float]:
+        """Re-scores a retrieved candidate: character similarity of word-sorted names (``token_sort``, the
+        query's row of the lexical pass, per alias), and word coverage both ways (so 'hemoglobin f' is not
+        'hemoglobin', and 'hepatitis a' is not 'hepatitis c')."""
+        best, best_share = 0.0, 0.0
+        start = int(self._alias_starts[i])
+        for offset, (words, word_set) in enumerate(self._entry_alias_words[i]):
+            q_share, a_share = query.shares(words, word_set)
+            f1 = 0.0 if not q_share or not a_share else 2 * q_share * a_share / (q_share + a_share)
+            best = max(best, 0.5 * float(token_sort[start + offset]) / 100.0 + 0.5 * f1)
+            best_share = max(best_share, q_share)
+        return best, best_share
+
+    def _lexical_scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per entry, the best fuzzy score of the texts against its aliases; and the per-alias token-sort ratios."""
+        from rapidfuzz import fuzz, process
+
+        n = len(self.reference)
+        if not self._alias_texts:
+            return np.zeros((len(texts), n), np.float32), np.zeros((len(texts), 0))
+        token_set = process.cdist(texts, self._alias_texts, scorer=fuzz.token_set_ratio, dtype=np.uint8, workers=1)
+        token_sort = process.cdist(texts, self._alias_texts, scorer=fuzz.token_sort_ratio, dtype=np.float64, workers=1)
+        per_alias = (0.5 * token_set.astype(np.float32) + 0.5 * np.rint(token_sort).astype(np.float32)) / 100.0
+        starts = np.minimum(self._alias_starts, len(self._alias_texts) - 1)
+        per_entry = np.maximum.reduceat(per_alias, starts, axis=1)
+        per_entry[:, ~self._has_alias] = 0.0
+        return per_entry, token_sort
