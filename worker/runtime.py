@@ -164,7 +164,13 @@ def run_worker() -> int:
     except Exception:  # the task exits non-zero and ECS starts another; say why first
         log.exception("could not open or migrate the database")
         return 1
-    engine = load_engine(settings)
+    from worker.mapping.decide import MissingCalibrationError
+
+    try:
+        engine = load_engine(settings)
+    except MissingCalibrationError as error:
+        log.error("configuration error: %s", error)
+        return 2
     worker = build_worker(settings, db, engine)
     signals.attach(worker)
     log.info("worker ready", extra={"seconds": round(time.monotonic() - started, 2),

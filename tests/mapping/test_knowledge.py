@@ -6,7 +6,7 @@ import csv
 from collections import defaultdict
 
 from worker.mapping.categorize import categorize, load_rules
-from worker.mapping.decide import CALIBRATION_PATH, Calibration
+from worker.mapping.decide import Calibration, calibration_path
 from worker.mapping.loinc import is_valid_code
 from worker.mapping.names import system_group, token_key
 from worker.mapping.normalize import LEXICON_PATH, normalise_name
@@ -76,10 +76,12 @@ def test_reference_categories_are_app_categories():
     assert {e.category for e in Reference.load().entries} <= set(CATEGORIES)
 
 
-def test_calibration_file_loads_and_is_monotonic_in_score():
-    assert CALIBRATION_PATH.is_file()
-    calibration = Calibration.load()
-    low = calibration.confidence(score=0.5, margin=0.1, concept_margin=0.1, direct=False, coverage=1.0)
-    high = calibration.confidence(score=1.4, margin=0.1, concept_margin=0.1, direct=False, coverage=1.0)
+def test_the_packaged_models_calibration_loads_and_is_monotonic_in_score():
+    assert calibration_path("all-MiniLM-L6-v2").is_file()
+    calibration = Calibration.for_model("all-MiniLM-L6-v2")
+    assert calibration.model == "all-MiniLM-L6-v2"
+    base = {"score": 0.5, "margin": 0.1, "concept_margin": 0.1, "direct": False, "coverage": 1.0}
+    low = calibration.confidence(base)
+    high = calibration.confidence({**base, "score": 1.4})
     assert 0.0 <= low < high <= 1.0
     assert 0.0 < calibration.threshold < 1.0

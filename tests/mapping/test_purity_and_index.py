@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from worker.mapping.types import LabTestQuery
 
@@ -103,3 +106,37 @@ def test_model_version_is_the_same_in_every_process(packaged_model_dir, tmp_path
         done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
         versions.add(done.stdout.strip().splitlines()[-1])
     assert len(versions) == 1, versions
+
+
+def test_a_model_without_a_fitted_calibration_fails_at_start_naming_the_command(tmp_path, fixture_reference_only):
+    """Never another model's calibration, silently: the engine refuses to start and says how to fit one."""
+    from worker.mapping.decide import MissingCalibrationError
+    from worker.mapping.engine import MappingEngine
+
+    class NoModelNeeded:  # the error comes before any encoding
+        def encode(self, texts):
+            raise AssertionError("the engine encoded before checking its calibration")
+
+    model_dir = tmp_path / "some-other-model"
+    model_dir.mkdir()
+    with pytest.raises(MissingCalibrationError) as error:
+        MappingEngine.load(str(model_dir), tmp_path / "index", encoder=NoModelNeeded())
+    message = str(error.value)
+    assert "'some-other-model'" in message
+    assert "python -m worker.mapping.calibrate" in message and "--write" in message
+
+
+@pytest.mark.parametrize("command", [["selfcheck"], []], ids=["selfcheck", "worker"])
+def test_the_worker_refuses_to_start_with_a_model_that_has_no_calibration(tmp_path, command):
+    """`python -m worker` (and its selfcheck) with an uncalibrated model: a non-zero exit with the message."""
+    model_dir = tmp_path / "uncalibrated-model"
+    model_dir.mkdir()
+    env = {**os.environ, "ML_WORKER_MODEL": str(model_dir), "ML_WORKER_INDEX_DIR": str(tmp_path / "index"),
+           "ML_WORKER_SQS_QUEUE_URL": "http://127.0.0.1:9/queue/q", "DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
+           "ML_WORKER_MIGRATE_ON_START": "false"}
+    env.pop("ML_WORKER_CALIBRATION", None)
+    result = subprocess.run([sys.executable, "-m", "worker", *command], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "no confidence calibration is fitted for model 'uncalibrated-model'" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout

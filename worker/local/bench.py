@@ -449,6 +449,10 @@ def run_bench(config: BenchConfig) -> dict:
             note("building the BioBERT-shaped model (BERT-base, random weights)")
             model = build_biobert_shaped(work_dir)
             index_dir = str(work_dir / "index")
+            # speed and memory only: random weights have no meaningful calibration, so it borrows one, explicitly
+            from worker.mapping.decide import calibration_path
+
+            os.environ["ML_WORKER_CALIBRATION"] = str(calibration_path("all-MiniLM-L6-v2"))
         else:
             model = os.environ.get("ML_WORKER_MODEL") or packaged_model_dir()
             index_dir = os.environ.get("ML_WORKER_INDEX_DIR")

@@ -147,8 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     model = args.model
     env = dict(os.environ)
     if args.biobert_shaped:
+        from worker.mapping.decide import calibration_path
+
         model = build_biobert_shaped(workdir)
         env["HF_HUB_OFFLINE"] = "1"
+        # speed and memory only: random weights have no meaningful calibration, so it borrows one, explicitly
+        env["ML_WORKER_CALIBRATION"] = str(calibration_path("all-MiniLM-L6-v2"))
     common = ["--index-dir", index_dir, "--rows", str(args.rows), "--distinct", str(args.distinct),
               "--batch", str(args.batch)] + (["--model", model] if model else [])
     build = _run_child(common + ["--build-only"], env)

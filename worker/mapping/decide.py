@@ -9,8 +9,10 @@ analyte in another property).
 
 from __future__ import annotations
 
-import csv
+import json
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from worker.mapping.reference import DATA_DIR, Reference
 from worker.mapping.rerank import Candidate, Ranking
 from worker.mapping.types import CATEGORIES, OTHERS, LabTestQuery, MappingResult
 
-CALIBRATION_PATH = DATA_DIR / "calibration.csv"
+CALIBRATION_DIR = DATA_DIR / "calibration"
 # A runner-up this close that is the same analyte in another property makes a unit-less answer a guess.
 VARIANT_DOUBT_GAP = 0.10
 # Properties that are alternative readings of one measurement (entitic indices like MCH are other tests).
@@ -30,41 +32,53 @@ NOT_A_TEST = MappingResult(category=OTHERS, loinc_code=None, loinc_name=None, co
                            candidates=(), needs_review=False)
 
 
+class MissingCalibrationError(RuntimeError):
+    """The model has no fitted confidence calibration: another model's would be silently wrong."""
+
+
+def calibration_path(model_label: str) -> Path:
+    return CALIBRATION_DIR / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', model_label)}.json"
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """P(top-1 is right) = sigmoid(w0 + w_score*score + w_margin*margin + w_concept*concept_margin
-    + w_direct*direct + w_coverage*coverage), fitted on development data (``data/calibration.csv``)."""
+    """P(top-1 is right) = sigmoid(intercept + sum of weight * feature), fitted for one model on
+    development data (``python -m worker.mapping.calibrate``): the features are the ranking's, and a
+    model's scores mean nothing on another model's scale."""
 
-    w0: float = -6.0
-    w_score: float = 6.0
-    w_margin: float = 4.0
-    w_concept: float = 6.0
-    w_direct: float = 1.5
-    w_coverage: float = 0.0
+    model: str
+    intercept: float
+    weights: tuple[tuple[str, float], ...]  # (feature name, weight)
     threshold: float = 0.5
-    category_floor: float = 0.55  # below this score the category comes from the query's own words
+    category_floor: float = 0.55  # below this score an abstention's category comes from the query's own words
+    knowledge: str = ""  # the fingerprint of the reference, synonyms and lexicon it was fitted on
 
     @classmethod
-    def load(cls, path: Path = CALIBRATION_PATH) -> Calibration:
+    def for_model(cls, model_label: str, path: str | Path | None = None) -> Calibration:
+        """The calibration fitted for this model; MissingCalibrationError names the command that fits one."""
+        path = Path(path) if path else calibration_path(model_label)
         if not path.is_file():
-            return cls()
-        with open(path, newline="", encoding="utf-8") as handle:
-            values = {row["name"]: float(row["value"]) for row in csv.DictReader(handle)}
-        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+            raise MissingCalibrationError(
+                f"no confidence calibration is fitted for model {model_label!r} (looked for {path}); fit one with "
+                f"`python -m worker.mapping.calibrate tests/mapping/data/dev_*.csv --model <the model> --write`")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(model=data["model"], intercept=float(data["intercept"]),
+                   weights=tuple((name, float(value)) for name, value in data["weights"].items()),
+                   threshold=float(data.get("threshold", 0.5)), category_floor=float(data.get("category_floor", 0.55)),
+                   knowledge=data.get("knowledge", ""))
 
-    def save(self, path: Path = CALIBRATION_PATH) -> None:
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["name", "value"])
-            for name in self.__dataclass_fields__:
-                writer.writerow([name, round(float(getattr(self, name)), 4)])
+    def save(self, path: str | Path | None = None, **facts) -> Path:
+        """Write the calibration (and facts about its fit, e.g. cross-validated figures) as JSON."""
+        path = Path(path) if path else calibration_path(self.model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"model": self.model, "knowledge": self.knowledge, "intercept": round(self.intercept, 4),
+                "weights": {name: round(value, 4) for name, value in self.weights},
+                "threshold": self.threshold, "category_floor": self.category_floor, **facts}
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        return path
 
-    def logit(self, score: float, margin: float, concept_margin: float, direct: bool, coverage: float) -> float:
-        return (self.w0 + self.w_score * score + self.w_margin * margin + self.w_concept * concept_margin
-                + self.w_direct * float(direct) + self.w_coverage * coverage)
-
-    def confidence(self, score: float, margin: float, concept_margin: float, direct: bool, coverage: float) -> float:
-        z = self.logit(score, margin, concept_margin, direct, coverage)
+    def confidence(self, features: Mapping[str, float]) -> float:
+        z = self.intercept + sum(weight * float(features[name]) for name, weight in self.weights)
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
@@ -81,7 +95,7 @@ class Decider:
             return MappingResult(self.fallback_category(norm), None, None, 0.0, "none", (), True)
         best_score, best_i, method, _ = scored[0]
         best = self.reference.entries[best_i]
-        confidence = self.calibration.confidence(**features)
+        confidence = self.calibration.confidence(features)
         candidates = tuple(self.reference.entries[i].code for _, i, _, _ in scored[:5])
         scores = tuple(round(score, 4) for score, _, _, _ in scored[:5])
         if confidence >= self.calibration.threshold:

@@ -23,7 +23,13 @@ import numpy as np
 from worker.mapping.cache import LRU
 from worker.mapping.decide import NOT_A_TEST, Calibration, Decider
 from worker.mapping.encoder import RECIPE_VERSION, SentenceEncoder, load_or_build_index
-from worker.mapping.model import load_sentence_model, model_label, resolve_index_dir, resolve_model
+from worker.mapping.model import (
+    load_sentence_model,
+    model_label,
+    resolve_calibration_path,
+    resolve_index_dir,
+    resolve_model,
+)
 from worker.mapping.names import ReferenceViews
 from worker.mapping.normalize import (
     Lexicon,
@@ -41,6 +47,12 @@ from worker.mapping.synonyms import Synonym, read_synonyms
 from worker.mapping.types import LabTestQuery, MappingResult
 
 
+def knowledge_fingerprint(reference: Reference, synonyms: Iterable[Synonym], lexicon: Lexicon) -> str:
+    """What the ranking's features depend on besides the model: a calibration is fitted on one of these."""
+    parts = (reference.version, RECIPE_VERSION, *(f"{s.term}>{s.code}" for s in synonyms), lexicon.fingerprint())
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
 class MappingEngine:
     model_version: str
 
@@ -49,16 +61,16 @@ class MappingEngine:
                  calibration: Calibration | None = None):
         self.reference = reference
         self.lexicon = lexicon or default_lexicon()
-        self.calibration = calibration or Calibration.load()
         self.synonyms = [s for s in synonyms if s.code in reference]
+        self.knowledge = knowledge_fingerprint(reference, self.synonyms, self.lexicon)
+        self.calibration = calibration or Calibration.for_model(model_label_)
         views = ReferenceViews.build(reference, self.lexicon)
         self.retriever = Retriever(reference, views, encoder, reference_embeddings, self.synonyms, self.lexicon)
         self.reranker = Reranker(reference, views)
         self.decider = Decider(reference, views, self.calibration)
         # model_version changes whenever anything that can change a result changes
-        knowledge = hashlib.sha256("|".join((reference.version, RECIPE_VERSION, *(f"{s.term}>{s.code}" for s in
-                                   self.synonyms), self.lexicon.fingerprint(), repr(self.calibration))).encode())
-        self.model_version = f"{model_label_}+ref-{knowledge.hexdigest()[:6]}"
+        version = hashlib.sha256(f"{self.knowledge}|{self.calibration!r}".encode()).hexdigest()[:6]
+        self.model_version = f"{model_label_}+ref-{version}"
         self._decisions: LRU[tuple, MappingResult] = LRU()
         self._normalised: LRU[tuple[str, str, str], NormalisedName] = LRU()
 
@@ -69,17 +81,22 @@ class MappingEngine:
     @classmethod
     def load(cls, model: str | None = None, index_dir: str | Path | None = None, *,
              reference: Reference | None = None, synonyms: Iterable[Synonym] | None = None,
-             encoder=None, progress: bool = False) -> MappingEngine:
-        """Load the model and the reference's embedding index (computed and stored on first use)."""
+             encoder=None, calibration: Calibration | None = None, progress: bool = False) -> MappingEngine:
+        """Load the model and the reference's embedding index (computed and stored on first use).
+
+        The model's own calibration is required (``MissingCalibrationError`` otherwise) unless one is given."""
         model_name = resolve_model(model)
+        label = model_label(model_name)
+        if calibration is None:  # before the slow part: fail fast
+            calibration = Calibration.for_model(label, resolve_calibration_path())
         directory = resolve_index_dir(index_dir)
         if reference is None:
             reference = Reference.load([directory / "reference"])
         if encoder is None:
             encoder = SentenceEncoder(load_sentence_model(model_name))
         embeddings = load_or_build_index(reference, encoder, model_name, directory, progress=progress)
-        return cls(reference, encoder, embeddings, model_label(model_name),
-                   read_synonyms() if synonyms is None else synonyms)
+        return cls(reference, encoder, embeddings, label, read_synonyms() if synonyms is None else synonyms,
+                   calibration=calibration)
 
     # -- public API ----------------------------------------------------------------------------
 

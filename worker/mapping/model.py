@@ -35,6 +35,13 @@ def resolve_model(model: str | None) -> str:
     return packaged_model_dir() or PRODUCTION_MODEL
 
 
+def resolve_calibration_path() -> Path | None:
+    """An explicit calibration file (``ML_WORKER_CALIBRATION``), e.g. for a benchmark of a model that has
+    none fitted; normally None: the model's own calibration is used."""
+    env = os.environ.get("ML_WORKER_CALIBRATION")
+    return Path(env).expanduser() if env else None
+
+
 def resolve_index_dir(index_dir: str | Path | None) -> Path:
     if index_dir:
         return Path(index_dir).expanduser()
