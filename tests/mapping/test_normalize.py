@@ -107,8 +107,10 @@ def test_tests_that_look_like_non_tests(raw):
 
 def test_bracketed_and_slashed_readings():
     assert "mcv" in normalise_name("Mean Corpuscular Volume (MCV)").alternatives
-    alternatives = normalise_name("SGOT / AST").alternatives
-    assert "aspartate aminotransferase" in alternatives
+    # two names of one analyte joined by a slash read as that analyte, spaced or not
+    for raw in ("SGOT / AST", "AST/SGOT", "SGOT/AST"):
+        assert normalise_name(raw).expanded == "aspartate aminotransferase", raw
+    assert normalise_name("SGPT/ALT").expanded == "alanine aminotransferase"
     assert "anticardiolipin igg" in normalise_name("Anticardiolipin Antibody IgG").alternatives
 
 
@@ -147,3 +149,70 @@ def test_qualitative_values():
     assert is_qualitative_value("14.5") is False
     assert is_qualitative_value("<0.5") is False
     assert is_qualitative_value(None) is None
+
+
+VOCABULARY = SpellingCorrector(["hemoglobin", "sodium", "potassium", "glucose", "cholesterol", "triglycerides",
+                                "thyrotropin", "thyroid", "stimulating", "hormone", "aspartate", "aminotransferase",
+                                "creatinine", "urea", "nitrogen", "ratio", "albumin", "globulin", "hdl", "count",
+                                "erythrocytes", "leukocytes", "lepore"])
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Potassium Lvl", "potassium"), ("Magnesium Level", "magnesium"), ("Creatinine Result", "creatinine"),
+    ("Glucose Value", "glucose"), ("Glucose (POC)", "glucose"), ("Sodium (ISTAT)", "sodium"),
+    ("Hemoglobin (ER)", "hemoglobin"), ("GLUCOSE POCT", "glucose"), ("Sodium - Main Lab", "sodium"),
+])
+def test_site_instrument_and_record_system_words_are_noise(raw, expected):
+    norm = normalise_name(raw, vocabulary=VOCABULARY)
+    assert norm.expanded == expected
+    assert norm.unknown == 0
+
+
+@pytest.mark.parametrize("raw, expected, specimen, hint", [
+    ("Potassium SerPl Qn", "potassium", "serum", "quantitative"),
+    ("Potassium SerPl-sCnc", "potassium", "serum", "molar"),
+    ("AST SerPl Qn", "aspartate aminotransferase", "serum", "quantitative"),
+    ("Glucose Bld Qn", "glucose", "blood", "quantitative"),
+    ("Hgb Bld-mCnc", "hemoglobin", "blood", "mass"),
+    ("WBC # Bld Auto", "leukocytes", "blood", None),
+    ("Glucose Ur Ql Strip", "glucose", "urine", "qualitative"),
+    ("Sodium Ur-sCnc", "sodium", "urine", "molar"),
+    ("Protein CSF-mCnc", "protein", "csf", "mass"),
+])
+def test_loinc_short_name_vocabulary(raw, expected, specimen, hint):
+    norm = normalise_name(raw, vocabulary=VOCABULARY)
+    assert (norm.expanded, norm.specimen, norm.hint) == (expected, specimen, hint)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("H D L Cholesterol", "hdl cholesterol"), ("R B C Count", "erythrocytes count"),
+    ("S G O T", "aspartate aminotransferase"), ("M C V", "erythrocyte mean corpuscular volume"),
+    ("THYROID STIMULATING HORM ONE", "thyrotropin"), ("Triglycer ides", "triglycerides"),
+])
+def test_letter_spacing_and_split_words_are_repaired(raw, expected):
+    assert normalise_name(raw, vocabulary=VOCABULARY).expanded == expected
+
+
+def test_single_letters_a_report_separated_with_commas_stay_apart():
+    assert "fsc" not in normalise_name("Hemoglobin F, S, C", vocabulary=VOCABULARY).cleaned
+
+
+@pytest.mark.parametrize("raw", ["BUN/Creatinine Ratio", "Albumin/Globulin", "Total/HDL Cholesterol Ratio",
+                                 "Urea Nitrogen/Creatinine"])
+def test_true_ratios_stay_ratios(raw):
+    norm = normalise_name(raw, vocabulary=VOCABULARY)
+    assert "/" in norm.expanded or "ratio" in " ".join((norm.expanded, *norm.alternatives))
+
+
+def test_a_labs_own_code_is_dropped_but_a_bracketed_analyte_is_not():
+    assert normalise_name("Sodium [A1234]", vocabulary=VOCABULARY).expanded == "sodium"
+    assert normalise_name("HAEMOGLOBIN (Hb) [A0417-03]", vocabulary=VOCABULARY).expanded == "hemoglobin"
+    assert "t3" in normalise_name("Triiodothyronine (T3)", vocabulary=VOCABULARY).alternatives
+
+
+def test_unknown_words_are_counted_and_a_reading_without_them_is_offered():
+    norm = normalise_name("Hemoglobin xyz", vocabulary=VOCABULARY)
+    assert norm.unknown == 1
+    assert "hemoglobin" in norm.alternatives
+    assert normalise_name("Hemoglobin Lepore", vocabulary=VOCABULARY).unknown == 0  # a word the reference knows
+    assert normalise_name("Zorblax", vocabulary=VOCABULARY).alternatives == ()  # nothing left without it

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("score", "margin", "concept_margin", "direct", "coverage")
+FEATURES = ("score", "margin", "concept_margin", "direct", "coverage", "unknown")
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, l2: float = 1.0,

@@ -49,7 +49,8 @@ class Calibration:
     model: str
     intercept: float
     weights: tuple[tuple[str, float], ...]  # (feature name, weight)
-    threshold: float = 0.5
+    threshold: float = 0.5  # below it the engine abstains: no code
+    review_threshold: float = 0.8  # below it a code is given for a person to confirm (needs_review)
     category_floor: float = 0.55  # below this score an abstention's category comes from the query's own words
     knowledge: str = ""  # the fingerprint of the reference, synonyms and lexicon it was fitted on
 
@@ -64,8 +65,8 @@ class Calibration:
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(model=data["model"], intercept=float(data["intercept"]),
                    weights=tuple((name, float(value)) for name, value in data["weights"].items()),
-                   threshold=float(data.get("threshold", 0.5)), category_floor=float(data.get("category_floor", 0.55)),
-                   knowledge=data.get("knowledge", ""))
+                   threshold=float(data["threshold"]), review_threshold=float(data["review_threshold"]),
+                   category_floor=float(data["category_floor"]), knowledge=data.get("knowledge", ""))
 
     def save(self, path: str | Path | None = None, **facts) -> Path:
         """Write the calibration (and facts about its fit, e.g. cross-validated figures) as JSON."""
@@ -73,7 +74,8 @@ class Calibration:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"model": self.model, "knowledge": self.knowledge, "intercept": round(self.intercept, 4),
                 "weights": {name: round(value, 4) for name, value in self.weights},
-                "threshold": self.threshold, "category_floor": self.category_floor, **facts}
+                "threshold": self.threshold, "review_threshold": self.review_threshold,
+                "category_floor": self.category_floor, **facts}
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         return path
 
@@ -89,7 +91,8 @@ class Decider:
         self.calibration = calibration
 
     def decide(self, query: LabTestQuery, norm: NormalisedName, ranking: Ranking) -> MappingResult:
-        """Answer with the best candidate, or abstain; flag a variant guess for review."""
+        """Answer with the best candidate, or abstain. A code below the review threshold, or whose variant is a
+        guess, is given for a person to confirm: a wrong code is worse than none, a reviewed one is better."""
         scored, features = ranking.candidates, ranking.features
         if not scored:
             return MappingResult(self.fallback_category(norm), None, None, 0.0, "none", (), True)
@@ -99,9 +102,9 @@ class Decider:
         candidates = tuple(self.reference.entries[i].code for _, i, _, _ in scored[:5])
         scores = tuple(round(score, 4) for score, _, _, _ in scored[:5])
         if confidence >= self.calibration.threshold:
+            doubt = confidence < self.calibration.review_threshold or self._variant_in_doubt(query, norm, scored)
             return MappingResult(best.category, best.code, best.long_common_name, round(confidence, 4), method,
-                                 candidates, needs_review=self._variant_in_doubt(query, norm, scored),
-                                 candidate_scores=scores)
+                                 candidates, needs_review=doubt, candidate_scores=scores)
         # abstaining: the query's own words name the category if a rule knows them, else the best candidate's
         category = self.fallback_category(norm)
         if category == OTHERS and best_score >= self.calibration.category_floor:
@@ -115,7 +118,8 @@ class Decider:
         ('Trace', 'Nil', '+' pick the ordinal reading), and a close
         runner-up is the same analyte in another property (percent vs count, mass vs molar). A wrong
         variant is a wrong LOINC code, so a person should look."""
-        if unit_class(query.unit) is not None or norm.absolute is not None or is_qualitative_value(query.value):
+        if unit_class(query.unit) is not None or norm.absolute is not None or is_qualitative_value(query.value) \
+                or norm.hint is not None:
             return False
         best_score, best_i = scored[0][0], scored[0][1]
         best = self.reference.entries[best_i]

@@ -10,13 +10,17 @@ import csv
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 LEXICON_PATH = DATA_DIR / "lexicon.csv"
 
+KINDS = ("spelling", "method", "abbreviation", "non_test", "noise", "property")
+# What a property row may hint when the unit is silent: a unit class, or the scale of the result.
+HINTS = frozenset({"mass", "molar", "count", "percent", "activity", "ratio", "excretion", "titer", "osmol", "pressure",
+                   "time", "entvol", "entmass", "velocity", "rate", "qualitative", "quantitative"})
 STOPWORDS = frozenset({"of", "the", "for", "in", "on", "and", "a", "an", "to", "by", "with", "is", "at", "type"})
 PARENTHESES = re.compile(r"[(\[]([^)\]]*)[)\]]")
 
@@ -34,6 +38,8 @@ SPECIMEN_PHRASES: tuple[tuple[str, str], ...] = (
 )
 # Words removed anywhere (they name the specimen, not the analyte).
 SERUM_WORDS = ("serum", "plasma", "sr", "ser", "ser/plas")
+SPECIMEN_WORDS = frozenset(w for phrase, _ in SPECIMEN_PHRASES for w in phrase.split()) | {"serum", "plasma", "sr",
+                                                                                            "ser", "blood"}
 # Phrases in which "blood" is part of the analyte and must stay.
 BLOOD_PROTECTED = ("occult blood", "blood occult", "red blood", "white blood", "blood group", "blood grouping",
                    "blood cells")
@@ -61,27 +67,39 @@ class Lexicon:
     methods: dict[str, str]
     abbreviations: dict[str, str]
     non_tests: frozenset[str]
+    noise: frozenset[str] = frozenset()  # site, instrument and record-system words: not part of the analyte
+    properties: dict[str, str] = field(default_factory=dict)  # LOINC property/scale abbreviations -> a unit hint
 
     @cached_property
     def method_words(self) -> frozenset[str]:
         """Words a method phrase leaves in a name ('calculated'): evidence for the method, not the analyte."""
         return frozenset(w for kept in self.methods.values() for w in kept.split())
 
+    @cached_property
+    def words(self) -> frozenset[str]:
+        """Every word the lexicon knows, on either side of a row."""
+        texts = [*self.spellings, *self.spellings.values(), *self.methods, *self.methods.values(),
+                 *self.abbreviations, *self.abbreviations.values(), *self.non_tests, *self.noise, *self.properties]
+        return frozenset(w for text in texts for w in text.replace("/", " ").split())
+
     def fingerprint(self) -> str:
         """A stable text of the whole lexicon (frozenset order varies between processes)."""
         parts = [sorted(self.spellings.items()), sorted(self.methods.items()), sorted(self.abbreviations.items()),
-                 sorted(self.non_tests)]
+                 sorted(self.non_tests), sorted(self.noise), sorted(self.properties.items())]
         return repr(parts)
 
     @classmethod
     def load(cls, path: str | Path = LEXICON_PATH) -> Lexicon:
-        kinds: dict[str, dict[str, str]] = {"spelling": {}, "method": {}, "abbreviation": {}, "non_test": {}}
+        kinds: dict[str, dict[str, str]] = {k: {} for k in KINDS}
         with open(path, newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 term = basic_clean(row["term"])
                 if term and row["kind"] in kinds:
-                    kinds[row["kind"]][term] = basic_clean(row.get("replacement") or "")
-        return cls(kinds["spelling"], kinds["method"], kinds["abbreviation"], frozenset(kinds["non_test"]))
+                    replacement = row.get("replacement") or ""
+                    kinds[row["kind"]][term] = replacement.strip() if row["kind"] == "property" else basic_clean(
+                        replacement)
+        return cls(kinds["spelling"], kinds["method"], kinds["abbreviation"], frozenset(kinds["non_test"]),
+                   frozenset(kinds["noise"]), kinds["property"])
 
 
 @lru_cache(maxsize=1)
@@ -132,6 +150,8 @@ class NormalisedName:
     absolute: bool | None  # True: name says absolute/#; False: name says % ; None: silent
     is_test: bool
     alternatives: tuple[str, ...] = ()  # other readings to look up (the name without/inside brackets)
+    hint: str | None = None  # what a LOINC property or scale abbreviation in the name says ("molar", "qualitative")
+    unknown: int = 0  # words known neither to the reference, the synonyms nor the lexicon ("Hemoglobin xyz")
 
     @property
     def lookup_key(self) -> str:
@@ -164,8 +184,8 @@ def _strip_specimen(text: str) -> tuple[str, str | None]:
                 specimen = specimen or "serum"
                 text = stripped
     if not any(p in text for p in BLOOD_PROTECTED):
-        # "blood" as a leading prefix or a trailing specimen word: "Blood Urea", "Urea Nitrogen, Blood"
-        stripped = re.sub(r"^blood\s+|\s+blood$", " ", text).strip()
+        # "blood" as a specimen word: "Blood Urea", "Urea Nitrogen, Blood", LOINC's "Glucose Bld Qn"
+        stripped = SPACES.sub(" ", re.sub(r"(?<![a-z0-9])blood(?![a-z0-9])", " ", text)).strip()
         if stripped and stripped != text:
             specimen = specimen or "blood"
             text = stripped
@@ -193,7 +213,10 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     label = LABEL_PATTERN.match(raw or "")
     if label and is_non_test(basic_clean(label.group(1)), lexicon):  # "Sample Type: Serum", "Method: ECLIA"
         return NormalisedName(raw, basic_clean(raw), "", "", None, False, None, False)
-    cleaned = basic_clean(raw)
+    codes = 0
+    if vocabulary is not None:  # "Sodium [A1234]", "HAEMOGLOBIN (Hb) [A0417-03]": a lab's own code is not the analyte
+        raw, codes = _drop_bracketed_codes(raw, lexicon, vocabulary)
+    cleaned = join_spaced_letters(basic_clean(raw), raw)
     cleaned = phrase_sub(cleaned, lexicon.spellings)
     if vocabulary is not None:
         cleaned = vocabulary.correct(cleaned)
@@ -201,10 +224,15 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
         return NormalisedName(raw, cleaned, "", "", None, False, None, False)
     absolute = _flag_absolute(raw, cleaned)
     timed = bool(TIMED_24H.search(cleaned)) or bool(specimen and TIMED_24H.search(basic_clean(specimen)))
+    hint = next((lexicon.properties[w] for w in cleaned.split() if w in lexicon.properties), None)
     text = TIMED_24H.sub(" ", cleaned)
     text = re.sub(r"\b(?:absolute|abs|count|percent|percentage|number|no)\b", " ", text) if absolute is not None \
         else text
-    text, found_specimen = _strip_specimen(SPACES.sub(" ", text).strip())
+    # site, instrument and record-system words, and LOINC's property and scale abbreviations, are not the analyte
+    without_noise = phrase_sub(text, {**dict.fromkeys(lexicon.noise, ""), **dict.fromkeys(lexicon.properties, "")})
+    if not without_noise.strip():
+        return NormalisedName(raw, cleaned, "", "", None, False, None, False)  # "POC", "Result"
+    text, found_specimen = _strip_specimen(SPACES.sub(" ", without_noise).strip())
     if specimen:
         spec_clean = basic_clean(specimen)
         stripped, given = _strip_specimen(spec_clean + " x")
@@ -222,7 +250,9 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     text = SPACES.sub(" ", text).strip() or cleaned
     expanded = phrase_sub(text, lexicon.abbreviations)
     expanded = " ".join(dict.fromkeys(expanded.split()))  # "ph ph" -> "ph"
-    alternatives: tuple[str, ...] = ()
+    if "/" in expanded and "ratio" not in expanded and len({side.strip() for side in expanded.split("/")}) == 1:
+        expanded = expanded.split("/")[0].strip()  # "SGPT/ALT", "AST/SGOT": two names of one analyte, not a ratio
+        text = text.split("/")[0].strip()
     parts: list[str] = []
     if PARENTHESES.search(raw):
         # "Mean Corpuscular Volume (MCV)": the name outside the brackets and the bracketed part
@@ -240,23 +270,72 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
         parts.append(re.sub(r"\btotal\b", " ", raw, flags=re.IGNORECASE))  # "Alkaline Phosphatase, Total"
     if _alternatives and re.search(r"[a-z]/[a-z]", text) and "ratio" not in text:
         parts.append(raw + " ratio")  # "BUN : Creatinine", "Chol/HDL"
+    found = []
     if _alternatives and parts:
-        found = []
         for part in parts:
             sub = normalise_name(part, None, lexicon, vocabulary, _alternatives=False)
             if sub.is_test:
                 found += [sub.text, sub.expanded]
-        alternatives = tuple(a for a in dict.fromkeys(found) if a and a not in (text, expanded))
-    return NormalisedName(raw, cleaned, text, expanded, found_specimen, timed, absolute, True, alternatives)
+    unknown = [w for w in expanded.split() if not _known(w, lexicon, vocabulary)] if vocabulary else []
+    if unknown and len(unknown) < len(expanded.split()):  # "Hemoglobin xyz": the name without the unknown word
+        found.append(" ".join(w for w in expanded.split() if w not in unknown))
+    alternatives = tuple(a for a in dict.fromkeys(found) if a and a not in (text, expanded))
+    return NormalisedName(raw, cleaned, text, expanded, found_specimen, timed, absolute, True, alternatives, hint,
+                          len(unknown) + codes)
+
+
+_CODE = re.compile(r"^(?=[a-z0-9]*\d)[a-z0-9]+$")
+
+
+def _drop_bracketed_codes(raw: str, lexicon: Lexicon, vocabulary: SpellingCorrector) -> tuple[str, int]:
+    """The name without bracketed parts that hold only codes and numbers ('[A0417-03]', '(12345)'), not '(T3)'."""
+    dropped = 0
+
+    def drop(match: re.Match) -> str:
+        nonlocal dropped
+        words = basic_clean(match.group(1)).split()
+        codes = [w for w in words if _CODE.match(w) and not w.isdigit() and not _known(w, lexicon, vocabulary)]
+        if words and codes and all(w in codes or w.isdigit() for w in words):
+            dropped += 1
+            return " "
+        return match.group(0)
+
+    return PARENTHESES.sub(drop, raw or ""), dropped
+
+
+def _known(word: str, lexicon: Lexicon, vocabulary: SpellingCorrector) -> bool:
+    """Whether a word means something to the engine; a number does (CA 19-9), a code does not (A0417)."""
+    return word.isdigit() or word in STOPWORDS or word in lexicon.words or vocabulary.knows(word) or \
+        word in SPECIMEN_WORDS
+
+
+_SPACED_LETTERS = re.compile(r"(?<![a-z0-9])[a-z](?: [a-z]){2,}(?![a-z0-9])")
+
+
+def join_spaced_letters(cleaned: str, raw: str) -> str:
+    """'H D L Cholesterol' -> 'hdl cholesterol', 'S G O T' -> 'sgot': three or more single letters that the
+    report separated by spaces only (not 'Hb A, A2, F')."""
+    def join(match: re.Match) -> str:
+        letters = match.group(0).split()
+        spaced = r"(?<![A-Za-z0-9])" + r"\s+".join(letters) + r"(?![A-Za-z0-9])"
+        return "".join(letters) if re.search(spaced, raw, re.IGNORECASE) else match.group(0)
+
+    return _SPACED_LETTERS.sub(join, cleaned)
 
 
 class SpellingCorrector:
-    """Fix misspelt words against the reference vocabulary with rapidfuzz (OSA edit distance)."""
+    """Fix misspelt words against the reference vocabulary with rapidfuzz (OSA edit distance), and rejoin
+    words a report split in two ('Triglycer ides', 'HORM ONE')."""
 
     def __init__(self, vocabulary: Iterable[str]):
-        self.vocabulary = sorted({w for w in vocabulary if len(w) >= 4 and w.isalpha()})
+        words = {w for text in vocabulary for w in text.split()}
+        self.words = frozenset(words)  # every word of the vocabulary, short ones too
+        self.vocabulary = sorted({w for w in words if len(w) >= 4 and w.isalpha()})
         self._known = set(self.vocabulary)
         self._cache: dict[str, str] = {}
+
+    def knows(self, word: str) -> bool:
+        return word in self.words
 
     def correct_word(self, word: str) -> str:
         if len(word) < 5 or not word.isalpha() or word in self._known:
@@ -271,7 +350,24 @@ class SpellingCorrector:
         return self._cache[word]
 
     def correct(self, text: str) -> str:
-        return " ".join(self.correct_word(w) for w in text.split(" "))
+        words = text.split(" ")
+        out: list[str] = []
+        i = 0
+        while i < len(words):
+            if i + 1 < len(words) and self._split_word(words[i], words[i + 1]):
+                out.append(self.correct_word(words[i] + words[i + 1]))
+                i += 2
+            else:
+                out.append(self.correct_word(words[i]))
+                i += 1
+        return " ".join(out)
+
+    def _split_word(self, first: str, second: str) -> bool:
+        """Two pieces of one word: one of them is not a word we know, and together they are one."""
+        if not (first.isalpha() and second.isalpha()) or (first in self.words and second in self.words):
+            return False
+        joined = first + second
+        return len(joined) >= 6 and (joined in self._known or self.correct_word(joined) in self._known)
 
 
 # ---- units -------------------------------------------------------------------------------------

@@ -121,9 +121,11 @@ class Reranker:
 
     def rank(self, query: LabTestQuery, norm: NormalisedName, evidence: Evidence) -> Ranking:
         """Candidates best first and the confidence features of the best."""
-        uclass = unit_class(query.unit)
+        uclass = unit_class(query.unit) or (norm.hint if norm.hint in UNIT_CLASS_PROPERTIES else None)
         unit_norm = normalise_unit(query.unit)
         qualitative = is_qualitative_value(query.value)
+        if qualitative is None and norm.hint in ("qualitative", "quantitative"):  # LOINC's Ql / Qn
+            qualitative = norm.hint == "qualitative"
         scored: list[Candidate] = []
         for i in evidence.lexical:
             entry = self.reference.entries[i]
@@ -147,5 +149,5 @@ class Reranker:
         concept = self.views.concept
         other_concept = next((s for s, i, _, _ in scored[1:] if concept[i] != concept[best_i]), 0.0)
         features = {"score": best_score, "margin": best_score - runner_up, "concept_margin": best_score - other_concept,
-                    "direct": direct, "coverage": evidence.coverage.get(best_i, 0.0)}
+                    "direct": direct, "coverage": evidence.coverage.get(best_i, 0.0), "unknown": norm.unknown}
         return Ranking(scored, features)
