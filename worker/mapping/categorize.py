@@ -1,8 +1,10 @@
-"""The app's category from evidence other than a matched reference row.
+"""The app's category, by written rule.
 
-Rules (``data/category_rules.csv``: field, regex, category; first match wins) look at a row's
-system, LOINC class and names. They categorise rows imported from the official LOINC table and
-give an abstaining engine a category from the query's own words.
+Rules (``data/category_rules.csv``: field, regex, category; first match wins) look at a test's
+system, its LOINC class and its text (the analyte and method, written the way normalised names are:
+abbreviations expanded). Every row of the curated reference carries the category these rules give
+it (a test checks that), rows imported from the official LOINC table get theirs the same way, and an
+abstaining engine takes the category of the query's own words.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from worker.mapping.reference import ReferenceEntry
 from worker.mapping.types import CATEGORIES, OTHERS
 
 RULES_PATH = Path(__file__).resolve().parent / "data" / "category_rules.csv"
@@ -36,14 +39,29 @@ def load_rules(path: Path = RULES_PATH) -> tuple[Rule, ...]:
     return rules
 
 
-def categorize(name: str, system: str = "", loinc_class: str = "") -> str:
-    """The first rule matching the system, the class or the (normalised, lower-case) name; else Others."""
-    fields = {"system": system or "", "class": loinc_class or "", "name": name or ""}
+def categorize(text: str, system: str = "", loinc_class: str = "") -> str:
+    """The first rule matching the system, the class or the (normalised, lower-case) text; else Others."""
+    fields = {"system": (system or "").lower(), "class": (loinc_class or "").lower(), "text": (text or "").lower()}
     for rule in load_rules():
         if rule.pattern.search(fields[rule.field]):
             return rule.category
     return OTHERS
 
 
+def reference_category(entry: ReferenceEntry) -> str:
+    """The category the rules give a reference row: its component and method, its system and class."""
+    from worker.mapping.names import alias_text, entry_method
+    from worker.mapping.normalize import default_lexicon
+
+    # a single letter in a LOINC component is never a report abbreviation ("K Ab" is the Kell antigen, not potassium)
+    lexicon = default_lexicon()
+    words = [w for w in f"{entry.component.replace('^', ' ')} {entry_method(entry)}".split()
+             if not (len(w) == 1 and w.lower() in lexicon.abbreviations)]
+    text = alias_text(" ".join(words), lexicon)
+    return categorize(text, entry.system, entry.loinc_class)
+
+
 def specimen_system(specimen: str | None) -> str:
-    return {"urine": "Urine", "stool": "Stool"}.get(specimen or "", "")
+    """The LOINC system of a normalised specimen, as far as the category rules care."""
+    return {"urine": "Urine", "stool": "Stool", "csf": "CSF", "fluid": "Body fld", "pleural": "Plr fld",
+            "peritoneal": "Periton fld", "synovial": "Synv fld"}.get(specimen or "", "")

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.mapping.categorize import categorize
+from worker.mapping.categorize import reference_category
 from worker.mapping.loinc import is_valid_code
-from worker.mapping.normalize import basic_clean
-from worker.mapping.reference import COLUMNS
+from worker.mapping.reference import COLUMNS, Reference
 
 REQUIRED = ("LOINC_NUM", "COMPONENT", "PROPERTY", "SYSTEM", "SCALE_TYP", "CLASS", "STATUS", "LONG_COMMON_NAME",
             "CLASSTYPE")
@@ -57,11 +56,15 @@ def _rows(path: Path) -> Iterator[dict[str, str]]:
 def to_reference_row(row: dict[str, str]) -> dict[str, str]:
     units = row.get("EXAMPLE_UCUM_UNITS") or row.get("EXAMPLE_UNITS") or ""
     units = "|".join(u.strip() for u in units.replace(";", "|").split("|") if u.strip())
-    name = row["LONG_COMMON_NAME"].strip()
-    category = categorize(basic_clean(f"{row['COMPONENT']} {name}"), row["SYSTEM"], row["CLASS"])
-    return {"code": row["LOINC_NUM"].strip(), "long_common_name": name, "component": row["COMPONENT"].strip(),
-            "property": row["PROPERTY"].strip(), "system": row["SYSTEM"].strip(), "scale": row["SCALE_TYP"].strip(),
-            "class": row["CLASS"].strip(), "units": units, "category": category}
+    out = {"code": row["LOINC_NUM"].strip(), "long_common_name": row["LONG_COMMON_NAME"].strip(),
+           "short_name": (row.get("SHORTNAME") or "").strip(), "component": row["COMPONENT"].strip(),
+           "property": row["PROPERTY"].strip(), "time": (row.get("TIME_ASPCT") or "").strip() or "Pt",
+           "system": row["SYSTEM"].strip(), "scale": row["SCALE_TYP"].strip(),
+           "method": (row.get("METHOD_TYP") or "").strip(), "class": row["CLASS"].strip(), "units": units,
+           "category": ""}
+    [entry] = Reference.from_rows([out]).entries
+    out["category"] = reference_category(entry)
+    return out
 
 
 def import_loinc_table(source: str | Path, into: str | Path,

@@ -1,7 +1,7 @@
 """The LOINC reference the engine maps onto: packaged CSVs plus optional user extensions.
 
 A reference is a plain list of rows read from CSV files with the header
-``code,long_common_name,component,property,system,scale,class,units,category``
+``code,long_common_name,short_name,component,property,time,system,scale,method,class,units,category``
 (units ``|``-separated). The packaged rows live in ``worker/mapping/data/loinc/*.csv``; rows
 imported from the official LOINC table (``python -m worker loinc import``) live in CSVs under
 ``<index dir>/reference/``. When both hold a code, the imported row (the official release) gives
@@ -25,7 +25,8 @@ from worker.mapping.types import CATEGORIES, OTHERS
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 PACKAGED_LOINC_DIR = DATA_DIR / "loinc"
-COLUMNS = ("code", "long_common_name", "component", "property", "system", "scale", "class", "units", "category")
+COLUMNS = ("code", "long_common_name", "short_name", "component", "property", "time", "system", "scale", "method",
+           "class", "units", "category")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,9 @@ class ReferenceEntry:
     units: tuple[str, ...]
     category: str
     source: str = "packaged"
+    short_name: str = ""  # LOINC's short name, a name record systems print
+    time: str = "Pt"
+    method: str = ""
 
 
 def _row_to_entry(row: dict[str, str], source: str) -> ReferenceEntry | None:
@@ -62,6 +66,9 @@ def _row_to_entry(row: dict[str, str], source: str) -> ReferenceEntry | None:
         units=units,
         category=category,
         source=source,
+        short_name=(row.get("short_name") or "").strip(),
+        time=(row.get("time") or "").strip() or "Pt",
+        method=(row.get("method") or "").strip(),
     )
 
 
@@ -86,7 +93,8 @@ def refreshed(packaged: ReferenceEntry, official: ReferenceEntry) -> ReferenceEn
     """A packaged row with the official release's name and axes (a newer release may reword a name)."""
     return dataclasses.replace(packaged, long_common_name=official.long_common_name, component=official.component,
                                property=official.property, system=official.system, scale=official.scale,
-                               loinc_class=official.loinc_class)
+                               loinc_class=official.loinc_class, short_name=official.short_name or packaged.short_name,
+                               time=official.time, method=official.method)
 
 
 class Reference:
@@ -105,8 +113,9 @@ class Reference:
         self.index_of: dict[str, int] = {e.code: i for i, e in enumerate(self.entries)}
         digest = hashlib.sha256()
         for e in self.entries:
-            digest.update("\x1f".join((e.code, e.long_common_name, e.component, e.property, e.system,
-                                       e.scale, e.loinc_class, "|".join(e.units), e.category)).encode())
+            digest.update("\x1f".join((e.code, e.long_common_name, e.short_name, e.component, e.property, e.time,
+                                       e.system, e.scale, e.method, e.loinc_class, "|".join(e.units),
+                                       e.category)).encode())
             digest.update(b"\n")
         self.version = digest.hexdigest()[:12]
 
