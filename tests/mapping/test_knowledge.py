@@ -9,7 +9,7 @@ from worker.mapping.categorize import categorize, load_rules
 from worker.mapping.decide import Calibration, calibration_path
 from worker.mapping.loinc import is_valid_code
 from worker.mapping.names import system_group, token_key
-from worker.mapping.normalize import HINTS, KINDS, LEXICON_PATH, normalise_name
+from worker.mapping.normalize import KINDS, LEXICON_PATH, SCALE_HINTS, UNIT_CLASS_PROPERTIES, normalise_name
 from worker.mapping.reference import Reference
 from worker.mapping.synonyms import SYNONYMS_PATH, read_synonyms
 from worker.mapping.types import CATEGORIES
@@ -62,7 +62,8 @@ def test_lexicon_rows_are_well_formed():
         if row["kind"] in ("spelling", "abbreviation"):
             assert row["replacement"].strip(), row
         if row["kind"] == "property":
-            assert row["replacement"] in HINTS, row
+            properties = set().union(*UNIT_CLASS_PROPERTIES.values())
+            assert row["replacement"] in SCALE_HINTS | properties, row
         if row["kind"] == "noise":
             assert not row["replacement"], row
 
@@ -84,7 +85,7 @@ def test_the_packaged_models_calibration_loads_and_is_monotonic_in_score():
     assert calibration_path("all-MiniLM-L6-v2").is_file()
     calibration = Calibration.for_model("all-MiniLM-L6-v2")
     assert calibration.model == "all-MiniLM-L6-v2"
-    base = {"score": 0.5, "margin": 0.1, "concept_margin": 0.1, "direct": False, "coverage": 1.0, "unknown": 0}
+    base = {name: 0.0 for name, _ in calibration.weights} | {"score": 0.5}
     low = calibration.confidence(base)
     high = calibration.confidence({**base, "score": 1.4})
     assert 0.0 <= low < high <= 1.0

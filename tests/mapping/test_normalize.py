@@ -169,15 +169,15 @@ def test_site_instrument_and_record_system_words_are_noise(raw, expected):
 
 
 @pytest.mark.parametrize("raw, expected, specimen, hint", [
-    ("Potassium SerPl Qn", "potassium", "serum", "quantitative"),
-    ("Potassium SerPl-sCnc", "potassium", "serum", "molar"),
-    ("AST SerPl Qn", "aspartate aminotransferase", "serum", "quantitative"),
-    ("Glucose Bld Qn", "glucose", "blood", "quantitative"),
-    ("Hgb Bld-mCnc", "hemoglobin", "blood", "mass"),
-    ("WBC # Bld Auto", "leukocytes", "blood", None),
+    ("Potassium SerPl Qn", "potassium", "serplas", "quantitative"),
+    ("Potassium SerPl-sCnc", "potassium", "serplas", "SCnc"),
+    ("AST SerPl Qn", "aspartate aminotransferase", "serplas", "quantitative"),
+    ("Glucose Bld Qn", "glucose", "wholeblood", "quantitative"),  # LOINC's Bld is whole blood
+    ("Hgb Bld-mCnc", "hemoglobin", "wholeblood", "MCnc"),
+    ("WBC # Bld Auto", "leukocytes", "wholeblood", None),
     ("Glucose Ur Ql Strip", "glucose", "urine", "qualitative"),
-    ("Sodium Ur-sCnc", "sodium", "urine", "molar"),
-    ("Protein CSF-mCnc", "protein", "csf", "mass"),
+    ("Sodium Ur-sCnc", "sodium", "urine", "SCnc"),
+    ("Protein CSF-mCnc", "protein", "csf", "MCnc"),
 ])
 def test_loinc_short_name_vocabulary(raw, expected, specimen, hint):
     norm = normalise_name(raw, vocabulary=VOCABULARY)

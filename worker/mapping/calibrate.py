@@ -1,8 +1,9 @@
 """Fit the engine's confidence on development data: ``python -m worker.mapping.calibrate FILE... [--write]``.
 
 A logistic regression predicts "the top-1 code is right" from the ranking's features (best score,
-margin to the runner-up, margin to the best candidate of another concept, direct name match,
-direct name match, share of the query's words explained). Rows whose expected code is not in the
+margin to the best candidate of another analyte, margin to the best rival variant of the same analyte,
+direct name match, the synonym table's usual variant, LOINC short-name match, whether the unit fits, share of the query's words explained,
+unknown words). Rows whose expected code is not in the
 reference count as "wrong" whatever the engine says: they teach it to abstain when nothing in the
 reference fits; they are reweighted to a deployment prior (``--outside-share``, 15% by default),
 because the MIMIC dictionary is mostly ICU tests outside a routine-report reference. Fit on development files only
@@ -14,12 +15,13 @@ and its cross-validated selective accuracy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("score", "margin", "concept_margin", "direct", "coverage", "unknown")
+FEATURES = ("score", "concept_margin", "variant_margin", "direct", "usual", "short", "unit_fit", "coverage", "unknown")
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, l2: float = 1.0,
@@ -71,26 +73,46 @@ def predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.hstack([np.ones((len(x), 1)), x]) @ w, -30, 30)))
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, outside: np.ndarray, weights: np.ndarray, threshold: float,
-                   folds: int = 5, seed: int = 11) -> dict[str, float]:
-    """Selective accuracy out of fold: the share of inside-the-reference rows answered, the precision of
-    those answers, and how often a row whose code is outside the reference gets a confident code."""
+def out_of_fold(x: np.ndarray, y: np.ndarray, weights: np.ndarray, folds: int = 5, seed: int = 11) -> np.ndarray:
+    """Each row's confidence from a model fitted without its fold."""
     order = np.random.default_rng(seed).permutation(len(y))
     p = np.zeros(len(y))
     for k in range(folds):
         test = order[k::folds]
         train = np.setdiff1d(order, test)
         p[test] = predict(fit_logistic(x[train], y[train], weights[train]), x[test])
+    return p
+
+
+def selective(p: np.ndarray, y: np.ndarray, outside: np.ndarray, threshold: float) -> dict[str, float]:
+    """Answered share and precision on rows whose code is in the reference; confident share on the others."""
     answered = p >= threshold
     inside = ~outside
-    return {
-        "rows": int(len(y)),
-        "inside_rows": int(inside.sum()),
-        "top1_inside": round(float(y[inside].mean()), 4) if inside.any() else 0.0,
-        "answered_inside": round(float(answered[inside].mean()), 4) if inside.any() else 0.0,
-        "precision_inside": round(float(y[inside & answered].mean()), 4) if (inside & answered).any() else 0.0,
-        "confident_outside": round(float(answered[outside].mean()), 4) if outside.any() else 0.0,
-    }
+
+    def share(mask, of):
+        return round(float(mask[of].mean()), 4) if of.any() else 0.0
+
+    return {"answered_inside": share(answered, inside),
+            "precision_inside": round(float(y[inside & answered].mean()), 4) if (inside & answered).any() else 0.0,
+            "outside": share(answered, outside)}
+
+
+def choose_thresholds(p: np.ndarray, y: np.ndarray, outside: np.ndarray, confident_outside: float,
+                      confident_precision: float, band_precision: float) -> tuple[float, float]:
+    """The review threshold: the lowest at which answers are precise enough and rows outside the reference
+    rarely get a confident code. The answer threshold: the lowest at which the answers between it and the
+    review threshold are still right at least ``band_precision`` of the time (they go to a reviewer)."""
+    grid = np.round(np.arange(0.30, 0.991, 0.01), 2)
+    review = next((t for t in grid if selective(p, y, outside, t)["outside"] <= confident_outside
+                   and selective(p, y, outside, t)["precision_inside"] >= confident_precision), grid[-1])
+    inside = ~outside
+    answer = review
+    for t in grid[grid < review][::-1]:
+        band = inside & (p >= t) & (p < review)
+        if band.any() and y[band].mean() < band_precision:
+            break
+        answer = t
+    return float(answer), float(review)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,6 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help="write the model's calibration file")
     parser.add_argument("--outside-share", type=float, default=0.15,
                         help="weight of tests outside the reference, as a share of all rows (deployment prior)")
+    parser.add_argument("--confident-outside", type=float, default=0.03,
+                        help="most rows outside the reference that may get a confident code (no review flag)")
+    parser.add_argument("--confident-precision", type=float, default=0.93,
+                        help="least precision of the confident answers on rows inside the reference")
+    parser.add_argument("--band-precision", type=float, default=0.5,
+                        help="least precision of the answers sent for review (between the two thresholds)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--index-dir", default=None)
     args = parser.parse_args(argv)
@@ -126,10 +154,19 @@ def main(argv: list[str] | None = None) -> None:
         if mask.any():
             print(f"  {b / 10:.1f}-{(b + 1) / 10:.1f}      {mask.sum():5d}      {p[mask].mean():.2f}"
                   f"       {y[mask].mean():.2f}")
-    cv = cross_validate(x, y, outside, weights, calibration.threshold)
-    print(f"5-fold cross-validated: of the rows whose code is in the reference, answered "
-          f"{cv['answered_inside']:.1%} with precision {cv['precision_inside']:.1%} (top-1 {cv['top1_inside']:.1%}); "
-          f"rows whose code is outside: a confident code {cv['confident_outside']:.1%} of the time")
+    oof = out_of_fold(x, y, weights)
+    answer, review = choose_thresholds(oof, y, outside, args.confident_outside, args.confident_precision,
+                                       args.band_precision)
+    calibration = dataclasses.replace(calibration, threshold=answer, review_threshold=review)
+    cv = {"rows": int(len(y)), "inside_rows": int((~outside).sum()), "outside_rows": int(outside.sum()),
+          "top1_inside": round(float(y[~outside].mean()), 4), "answer_threshold": answer, "review_threshold": review,
+          "answered": selective(oof, y, outside, answer), "confident": selective(oof, y, outside, review)}
+    print(f"5-fold cross-validated, thresholds {answer:.2f} (answer) and {review:.2f} (confident):")
+    print(f"  rows inside the reference ({cv['inside_rows']}): top-1 {cv['top1_inside']:.1%}; "
+          f"answered {cv['answered']['answered_inside']:.1%} at precision {cv['answered']['precision_inside']:.1%}; "
+          f"confident {cv['confident']['answered_inside']:.1%} at precision {cv['confident']['precision_inside']:.1%}")
+    print(f"  rows outside it ({cv['outside_rows']}): a code {cv['answered']['outside']:.1%}, "
+          f"a confident code {cv['confident']['outside']:.1%}")
     print(json.dumps({"intercept": round(calibration.intercept, 4),
                       "weights": {f: round(v, 4) for f, v in calibration.weights}}))
     if args.write:

@@ -19,14 +19,12 @@ from pathlib import Path
 from worker.mapping.names import ReferenceViews
 from worker.mapping.normalize import NormalisedName, is_qualitative_value, unit_class
 from worker.mapping.reference import DATA_DIR, Reference
-from worker.mapping.rerank import Candidate, Ranking
+from worker.mapping.rerank import INTERCHANGEABLE_PROPERTIES, Candidate, Ranking
 from worker.mapping.types import CATEGORIES, OTHERS, LabTestQuery, MappingResult
 
 CALIBRATION_DIR = DATA_DIR / "calibration"
 # A runner-up this close that is the same analyte in another property makes a unit-less answer a guess.
 VARIANT_DOUBT_GAP = 0.10
-# Properties that are alternative readings of one measurement (entitic indices like MCH are other tests).
-INTERCHANGEABLE_PROPERTIES = frozenset({"MCnc", "SCnc", "ACnc", "CCnc", "NCnc", "NFr", "MFr", "VFr", "PrThr"})
 
 NOT_A_TEST = MappingResult(category=OTHERS, loinc_code=None, loinc_name=None, confidence=0.0, match_method="none",
                            candidates=(), needs_review=False)

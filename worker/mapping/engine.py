@@ -32,6 +32,7 @@ from worker.mapping.model import (
 )
 from worker.mapping.names import ReferenceViews
 from worker.mapping.normalize import (
+    BLOOD_SPECIMENS,
     Lexicon,
     NormalisedName,
     default_lexicon,
@@ -106,7 +107,7 @@ class MappingEngine:
         norm = self._normalised.get(cache_key)
         if norm is None:
             norm = normalise_name(query.name or "", query.specimen, self.lexicon, self.retriever.corrector)
-            if uclass == "field" and norm.is_test and norm.specimen in (None, "blood", "serum"):
+            if uclass == "field" and norm.is_test and (norm.specimen is None or norm.specimen in BLOOD_SPECIMENS):
                 norm = dataclasses.replace(norm, specimen="urine")  # cells per high/low power field: urine sediment
             if uclass == "excretion" and norm.is_test and not norm.timed_24h:
                 norm = dataclasses.replace(norm, timed_24h=True)  # mg/24 h: a timed collection
@@ -155,7 +156,7 @@ class MappingEngine:
     # -- the steps -----------------------------------------------------------------------------
 
     def _gather(self, norms: Sequence[NormalisedName]) -> None:
-        self.retriever.gather(list({n.lookup_key: n for n in norms if n.is_test and n.expanded}.values()))
+        self.retriever.gather(norms)
 
     def _rank(self, query: LabTestQuery, norm: NormalisedName) -> Ranking:
         return self.reranker.rank(query, norm, self.retriever.evidence(norm))

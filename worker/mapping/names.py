@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from worker.mapping.normalize import STOPWORDS, Lexicon, basic_clean, normalise_unit, phrase_sub
+from worker.mapping.normalize import BLOOD_SPECIMENS, STOPWORDS, Lexicon, basic_clean, normalise_unit, phrase_sub
 from worker.mapping.reference import Reference, ReferenceEntry
 
 _BRACKETS = re.compile(r"\[[^\]]*\]")
@@ -79,6 +79,8 @@ def system_group(system: str) -> str:
         return "fluid"
     if s.startswith("blda") or "art" in s:
         return "arterial"
+    if s.startswith("saliva"):
+        return "saliva"
     if any(k in s for k in ("ser", "plas", "bld", "rbc", "wbc", "plt", "ppp", "patient")) or not s:
         return "blood"
     return "other"
@@ -105,6 +107,15 @@ def stems(text: str) -> set[str]:
     return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _METHOD_NOISE and len(w) > 1}
 
 
+_FILLER_WORDS = frozenset({"method", "by", "of", "the", "with", "and", "in", "or", "for", "on", "count", "assay"})
+
+
+def method_stems(text: str) -> frozenset[str]:
+    """Six-letter stems of a method's words ('Manual count' -> {'manual'}, 'Glucometer' -> {'glucom'}): what a
+    method a name names is compared with (six letters keep 'glucometer' apart from 'glucose')."""
+    return frozenset(w[:6] for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _FILLER_WORDS and len(w) > 1)
+
+
 def alias_text(text: str, lexicon: Lexicon) -> str:
     """A reference name written the way normalised queries are: spellings fixed, abbreviations expanded."""
     cleaned = phrase_sub(basic_clean(text), lexicon.spellings)
@@ -120,10 +131,12 @@ class ReferenceViews:
     groups: list[str]  # specimen group: blood, arterial, urine, stool, csf, pleural, peritoneal, synovial, fluid, other
     systems: list[str]  # the LOINC system, lower-case, no spaces
     method_text: list[str]  # the 'by <method>' of the long name
-    methods: list[set[str]]  # its word stems that are not also analyte words
+    methods: list[set[str]]  # its word stems that are not also analyte words, common methods left out
+    method_named: list[frozenset[str]]  # all its words' stems, for a method the name names
     timings: list[set[str]]  # the stems of the '--<timing>' suffix
     concept: list[str]  # rows that measure the same thing share a concept
     concept_members: list[list[int]]
+    in_blood: list[bool]  # whether the row's concept has a blood (or serum, plasma, arterial) variant
 
     @classmethod
     def build(cls, reference: Reference, lexicon: Lexicon) -> ReferenceViews:
@@ -133,22 +146,26 @@ class ReferenceViews:
         members: dict[str, list[int]] = {}
         for i, key in enumerate(concept):
             members.setdefault(key, []).append(i)
+        groups = [system_group(e.system) for e in entries]
         return cls(
             units=[{normalise_unit(u) for u in e.units} for e in entries],
-            groups=[system_group(e.system) for e in entries],
+            groups=groups,
             systems=[e.system.lower().replace(" ", "") for e in entries],
             method_text=method_text,
             # method words that are not also analyte words ("by Glucometer" must not match "glucose")
             methods=[stems(t) - stems(e.component) for t, e in zip(method_text, entries, strict=True)],
+            method_named=[method_stems(t) - method_stems(e.component)
+                          for t, e in zip(method_text, entries, strict=True)],
             timings=[stems(entry_timing(e)) for e in entries],
             concept=concept,
             concept_members=[members[key] for key in concept],
+            in_blood=[any(groups[j] in ("blood", "arterial", "other") for j in members[key]) for key in concept],
         )
 
     def specimen_fits(self, i: int, specimen: str | None) -> bool:
         """Whether row i can be the test for a query with this specimen (serum/blood when none is named)."""
         group = self.groups[i]
-        if specimen in (None, "blood", "serum", "wholeblood", "arterial"):
+        if specimen is None or specimen in BLOOD_SPECIMENS:
             return group in ("blood", "arterial", "other")
         if specimen == "fluid":
             return group in ("fluid", "pleural", "peritoneal", "synovial")

@@ -18,9 +18,8 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 LEXICON_PATH = DATA_DIR / "lexicon.csv"
 
 KINDS = ("spelling", "method", "abbreviation", "non_test", "noise", "property")
-# What a property row may hint when the unit is silent: a unit class, or the scale of the result.
-HINTS = frozenset({"mass", "molar", "count", "percent", "activity", "ratio", "excretion", "titer", "osmol", "pressure",
-                   "time", "entvol", "entmass", "velocity", "rate", "qualitative", "quantitative"})
+# What a property row may name: a LOINC property, or the scale of the result.
+SCALE_HINTS = frozenset({"qualitative", "quantitative"})
 STOPWORDS = frozenset({"of", "the", "for", "in", "on", "and", "a", "an", "to", "by", "with", "is", "at", "type"})
 PARENTHESES = re.compile(r"[(\[]([^)\]]*)[)\]]")
 
@@ -33,11 +32,14 @@ SPECIMEN_PHRASES: tuple[tuple[str, str], ...] = (
     ("pleural", "pleural"), ("peritoneal", "peritoneal"), ("ascitic", "peritoneal"), ("synovial", "synovial"),
     ("urine", "urine"), ("urinary", "urine"), ("urin", "urine"),
     ("stool", "stool"), ("stools", "stool"), ("feces", "stool"), ("fecal", "stool"), ("motion", "stool"),
-    ("whole blood", "wholeblood"), ("venous blood", "blood"), ("arterial blood", "arterial"), ("arterial", "arterial"),
-    ("capillary blood", "blood"),
+    ("serum or plasma", "serplas"), ("platelet poor plasma", "serplas"),
+    ("whole blood", "wholeblood"), ("venous blood", "venous"), ("arterial blood", "arterial"), ("arterial", "arterial"),
+    ("capillary blood", "capillary"), ("saliva", "saliva"), ("oral fluid", "saliva"),
 )
 # Words removed anywhere (they name the specimen, not the analyte).
 SERUM_WORDS = ("serum", "plasma", "sr", "ser", "ser/plas")
+# Specimens that are blood or a part of it: a name without a specimen means one of these.
+BLOOD_SPECIMENS = frozenset({"blood", "serum", "serplas", "wholeblood", "arterial", "venous", "capillary"})
 SPECIMEN_WORDS = frozenset(w for phrase, _ in SPECIMEN_PHRASES for w in phrase.split()) | {"serum", "plasma", "sr",
                                                                                             "ser", "blood"}
 # Phrases in which "blood" is part of the analyte and must stay.
@@ -150,8 +152,10 @@ class NormalisedName:
     absolute: bool | None  # True: name says absolute/#; False: name says % ; None: silent
     is_test: bool
     alternatives: tuple[str, ...] = ()  # other readings to look up (the name without/inside brackets)
-    hint: str | None = None  # what a LOINC property or scale abbreviation in the name says ("molar", "qualitative")
+    hint: str | None = None  # a LOINC property ("SCnc") or scale ("qualitative") an abbreviation in the name names
     unknown: int = 0  # words known neither to the reference, the synonyms nor the lexicon ("Hemoglobin xyz")
+    methods: tuple[str, ...] = ()  # the methods the name names, as words ("manual", "immunoassay", "glucometer")
+    loinc_style: bool = False  # written in LOINC's short-name style ("Glucose SerPl-mCnc"): it names its method
 
     @property
     def lookup_key(self) -> str:
@@ -197,12 +201,16 @@ def _strip_specimen(text: str) -> tuple[str, str | None]:
     return text, specimen
 
 
+# "Neutrophils/leuk", "Retics/100 RBC": a share of the cells (LOINC's short names), not a ratio of two tests
+PER_CELLS = re.compile(r"/(?:100 )?(?:leuk|leuks|leukocytes?|wbcs?|rbcs?|erythrocytes?)(?![a-z0-9])")
+
+
 def _flag_absolute(raw: str, cleaned: str) -> bool | None:
     low = raw.lower()
     if re.search(r"\babs\b|\babsolute\b|#", low) or re.search(r"\bcount\b", cleaned) and re.search(
             r"neutro|lympho|mono|eosino|baso|polymorph", cleaned):
         return True
-    if "%" in low or re.search(r"\bpercent(age)?\b", low):
+    if "%" in low or re.search(r"\bpercent(age)?\b", low) or PER_CELLS.search(cleaned):
         return False
     return None
 
@@ -225,7 +233,7 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     absolute = _flag_absolute(raw, cleaned)
     timed = bool(TIMED_24H.search(cleaned)) or bool(specimen and TIMED_24H.search(basic_clean(specimen)))
     hint = next((lexicon.properties[w] for w in cleaned.split() if w in lexicon.properties), None)
-    text = TIMED_24H.sub(" ", cleaned)
+    text = TIMED_24H.sub(" ", PER_CELLS.sub(" ", cleaned))
     text = re.sub(r"\b(?:absolute|abs|count|percent|percentage|number|no)\b", " ", text) if absolute is not None \
         else text
     # site, instrument and record-system words, and LOINC's property and scale abbreviations, are not the analyte
@@ -239,6 +247,8 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
         given = given or ("blood" if "blood" in spec_clean else None)
         if given and not (given in ("blood", "serum") and found_specimen not in (None, "blood", "serum")):
             found_specimen = given  # the given specimen wins unless the name is more specific ("whole blood")
+    methods = tuple(dict.fromkeys(w for phrase in _phrases_in(text, lexicon.methods)
+                                  for w in (lexicon.methods[phrase] or phrase).split()))
     stripped = phrase_sub(text, lexicon.methods)
     if not stripped.strip() and not phrase_sub(cleaned, lexicon.methods).strip():
         return NormalisedName(raw, cleaned, "", "", None, False, None, False)  # "Method: Photometry", "Westergren"
@@ -280,8 +290,21 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     if unknown and len(unknown) < len(expanded.split()):  # "Hemoglobin xyz": the name without the unknown word
         found.append(" ".join(w for w in expanded.split() if w not in unknown))
     alternatives = tuple(a for a in dict.fromkeys(found) if a and a not in (text, expanded))
+    loinc_style = bool(hint) or any(w in LOINC_SYSTEM_WORDS for w in basic_clean(raw).split())
     return NormalisedName(raw, cleaned, text, expanded, found_specimen, timed, absolute, True, alternatives, hint,
-                          len(unknown) + codes)
+                          len(unknown) + codes, methods, loinc_style)
+
+
+# LOINC's short-name system abbreviations: a name that uses them is in LOINC's own style
+LOINC_SYSTEM_WORDS = frozenset({"serpl", "ser", "plas", "bld", "bldv", "blda", "bldc", "ur", "urns", "stl", "fld",
+                                "ppp", "serplbld", "sal", "prt", "plr", "snv"})
+
+
+def _phrases_in(text: str, mapping: dict[str, str]) -> list[str]:
+    """The keys of ``mapping`` found in ``text`` as whole-word phrases, longest first (as phrase_sub replaces)."""
+    if not text or not mapping:
+        return []
+    return _compiled(tuple(sorted(mapping, key=len, reverse=True))).findall(text)
 
 
 _CODE = re.compile(r"^(?=[a-z0-9]*\d)[a-z0-9]+$")
@@ -419,11 +442,12 @@ _UNIT_RULES: tuple[tuple[str, str], ...] = (
 # Which LOINC properties a unit class is compatible with.
 UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
     "percent": frozenset({"NFr", "MFr", "VFr", "SFr", "CFr", "Fr", "RelRto", "DistWidth", "Ratio", "NFR",
-                          "EntMCnc"}),  # MCHC is printed as g/dL or as %
+                          "EntMCnc",  # MCHC is printed as g/dL or as %
+                          "RelACnc", "RelCCnc", "RelMCnc"}),  # factor activities and antigens: % of normal
     "mass": frozenset({"MCnc", "MSCnc", "EntMCnc", "MCncDiff", "MRto"}),
     "molar": frozenset({"SCnc", "MSCnc", "Osmol", "SRto"}),
     "count": frozenset({"NCnc", "Num", "Ratio"}),
-    "activity": frozenset({"CCnc", "ACnc", "CAct", "EntCat", "Titr", "ACncDiff"}),
+    "activity": frozenset({"CCnc", "ACnc", "CAct", "EntCat", "Titr", "ACncDiff", "CCnt", "ACnt"}),
     "ratio": frozenset({"Ratio", "MRto", "SRto", "RelRto", "MFr", "NRto", "Rden", "RelTime", "VRto", "INR"}),
     "time": frozenset({"Time", "RelTime"}),
     "entvol": frozenset({"EntVol", "EntMeanVol", "DistWidth"}),
@@ -438,6 +462,11 @@ UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
     "volume": frozenset({"Vol"}),
     "ph": frozenset({"LsCnc", "pH"}),
 }
+
+
+def property_class(prop: str | None) -> str | None:
+    """The unit class a LOINC property is printed in ('SCnc' -> 'molar'), for a name that names its property."""
+    return next((name for name, props in UNIT_CLASS_PROPERTIES.items() if prop in props), None)
 
 
 @lru_cache(maxsize=4096)

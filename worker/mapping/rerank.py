@@ -14,15 +14,22 @@ from typing import NamedTuple
 
 from worker.mapping.names import ReferenceViews, stems
 from worker.mapping.normalize import (
+    BLOOD_SPECIMENS,
+    SCALE_HINTS,
     UNIT_CLASS_PROPERTIES,
     NormalisedName,
     is_qualitative_value,
     normalise_unit,
+    property_class,
     unit_class,
 )
 from worker.mapping.reference import Reference, ReferenceEntry
 from worker.mapping.retrieve import Evidence
 from worker.mapping.types import LabTestQuery
+
+# Properties that are alternative readings of one measurement (entitic indices like MCH are other tests).
+INTERCHANGEABLE_PROPERTIES = frozenset({"MCnc", "SCnc", "ACnc", "CCnc", "NCnc", "NFr", "MFr", "VFr", "PrThr"})
+VARIANT_MARGIN_CAP = 0.5  # no rival variant at all counts as this margin
 
 
 class Candidate(NamedTuple):
@@ -49,6 +56,8 @@ class Reranker:
         adj = 0.0
         index = self.reference.index_of[entry.code]
         prop = entry.property
+        if norm.hint and norm.hint not in SCALE_HINTS:  # LOINC's "-sCnc", "NFr": the name names the property
+            adj += 0.06 if prop == norm.hint else 0.0
         scale = entry.scale.lower()
         if uclass:
             if prop in UNIT_CLASS_PROPERTIES.get(uclass, frozenset()):
@@ -79,14 +88,13 @@ class Reranker:
         group = self.views.groups[index]
         system = self.views.systems[index]
         wanted = norm.specimen
-        if wanted in (None, "blood", "serum", "arterial", "wholeblood"):
+        if wanted is None and not self.views.in_blood[index]:
+            # a test no one measures in blood, printed without a specimen (Specific Gravity, Urobilinogen):
+            # not a blood test gone wrong; urine is what a report usually means
+            adj += 0.02 if group == "urine" else 0.0
+        elif wanted is None or wanted in BLOOD_SPECIMENS:
             if group == "blood":
-                if wanted == "wholeblood":
-                    adj += 0.08 if system == "bld" else (0.03 if system.startswith("bld") else 0.0)
-                elif "ser" in system or "plas" in system:
-                    adj += 0.03
-                elif system in ("bldv", "bldc", "blda"):
-                    adj -= 0.03
+                adj += self._blood_fit(system, wanted, norm.loinc_style)
             elif group == "arterial":
                 adj += 0.03 if wanted == "arterial" else -0.03
             elif group == "other":
@@ -104,24 +112,46 @@ class Reranker:
             adj += 0.10 if timed else -0.06
         elif timed:
             adj -= 0.10
-        # method: a named method the report did not ask for costs a little; one it did ask for helps
-        method = self.views.methods[index]
-        if method:
-            query_stems = stems(norm.cleaned)
-            if method & query_stems:
-                adj += 0.05
-            elif wanted == "urine" and "strip" in self.views.method_text[index]:
-                adj += 0.02  # urine routine chemistry is a dipstick
-            else:
-                adj -= 0.05 if "manua" in method else 0.02
+        adj += self._method_evidence(index, norm, wanted)
         timing = self.views.timings[index]
         if timing and not (timing & stems(norm.cleaned + " " + norm.expanded)):
             adj -= 0.04
         return adj
 
+    @staticmethod
+    def _blood_fit(system: str, wanted: str | None, loinc_style: bool) -> float:
+        """Which blood system a blood-like specimen means: whole, venous and capillary blood name theirs; LOINC's
+        'Ser' and 'SerPl' differ; a report's 'serum' (or none) means serum or plasma."""
+        exact = {"wholeblood": "bld", "venous": "bldv", "capillary": "bldc", "serplas": "ser/plas"}.get(wanted)
+        if exact:
+            return 0.08 if system == exact else (0.03 if system.startswith(exact[:3]) or system == "ppp" else 0.0)
+        if wanted == "serum" and loinc_style:
+            return 0.05 if system == "ser" else (0.03 if system == "ser/plas" else 0.0)
+        if "ser" in system or "plas" in system or system == "ppp":
+            return 0.03
+        return -0.03 if system in ("bldv", "bldc", "blda") else 0.0
+
+    def _method_evidence(self, index: int, norm: NormalisedName, wanted: str | None) -> float:
+        """A method the name names picks the row with that method; LOINC's short names name theirs, so one that
+        names none means the row without; a report's name usually leaves the routine method unsaid."""
+        named = frozenset(w[:6] for w in norm.methods)
+        row_method = self.views.method_named[index]
+        if named:
+            return 0.08 if row_method & named else (-0.05 if row_method else -0.01)
+        if norm.loinc_style:
+            return -0.04 if row_method else 0.04
+        method = self.views.methods[index]
+        if not method:
+            return 0.0
+        if method & stems(norm.cleaned):
+            return 0.05
+        if wanted == "urine" and "strip" in self.views.method_text[index]:
+            return 0.02  # urine routine chemistry is a dipstick
+        return -0.05 if "manua" in method else -0.02
+
     def rank(self, query: LabTestQuery, norm: NormalisedName, evidence: Evidence) -> Ranking:
         """Candidates best first and the confidence features of the best."""
-        uclass = unit_class(query.unit) or (norm.hint if norm.hint in UNIT_CLASS_PROPERTIES else None)
+        uclass = unit_class(query.unit) or property_class(norm.hint)
         unit_norm = normalise_unit(query.unit)
         qualitative = is_qualitative_value(query.value)
         if qualitative is None and norm.hint in ("qualitative", "quantitative"):  # LOINC's Ql / Qn
@@ -137,6 +167,8 @@ class Reranker:
                 base += 0.30
             if i in evidence.synonym:
                 base += 0.05  # the variant a report usually means
+            if i in evidence.short:
+                base += 0.15  # LOINC's own short name names one variant exactly
             method = ("synonym" if i in evidence.synonym or norm.text != norm.expanded else "exact") if direct else (
                 "lexical" if lex >= emb else "embedding")
             score = base + self.adjustment(entry, norm, uclass, unit_norm, qualitative)
@@ -145,9 +177,17 @@ class Reranker:
         if not scored:
             return Ranking(scored, {})
         best_score, best_i, _, direct = scored[0]
-        runner_up = scored[1][0] if len(scored) > 1 else 0.0
+        best = self.reference.entries[best_i]
         concept = self.views.concept
         other_concept = next((s for s, i, _, _ in scored[1:] if concept[i] != concept[best_i]), 0.0)
-        features = {"score": best_score, "margin": best_score - runner_up, "concept_margin": best_score - other_concept,
-                    "direct": direct, "coverage": evidence.coverage.get(best_i, 0.0), "unknown": norm.unknown}
+        # a real rival is the same analyte in a variant a report could mean instead (another specimen, method,
+        # or an interchangeable property); MCH is not a rival of haemoglobin, its unit tells them apart
+        rival = next((s for s, i, _, _ in scored[1:] if concept[i] == concept[best_i] and (
+            self.reference.entries[i].property == best.property
+            or {self.reference.entries[i].property, best.property} <= INTERCHANGEABLE_PROPERTIES)), None)
+        fit = 0 if uclass is None else (1 if best.property in UNIT_CLASS_PROPERTIES.get(uclass, ()) else -1)
+        features = {"score": best_score, "concept_margin": min(best_score - other_concept, 1.0),
+                    "variant_margin": min(best_score - rival, VARIANT_MARGIN_CAP) if rival is not None
+                    else VARIANT_MARGIN_CAP, "direct": direct, "usual": best_i in evidence.synonym, "short": best_i in evidence.short, "unit_fit": fit,
+                    "coverage": evidence.coverage.get(best_i, 0.0), "unknown": norm.unknown}
         return Ranking(scored, features)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -33,6 +33,7 @@ class Evidence:
     exact: set[int]
     synonym: set[int]
     coverage: dict[int, float]  # share of the query's words the candidate's names account for
+    short: set[int] = field(default_factory=set)  # the name is the row's LOINC short name ("WBC # Bld Auto")
 
 
 _FILLER = frozenset({"of", "the", "in", "and", "by", "for", "on", "with", "to", "is", "at"})
@@ -114,8 +115,12 @@ class Retriever:
         aliases: list[tuple[str, int]] = []
         self._exact: dict[str, set[int]] = {}
         self._synonym_terms: dict[str, set[int]] = {}
+        self._short_names: dict[str, set[int]] = {}
         lex = self.lexicon
         for i, entry in enumerate(self.reference.entries):
+            if entry.short_name:  # record systems print LOINC's short names as they are: "Glucose SerPl-mCnc"
+                self._short_names.setdefault(basic_clean(entry.short_name), set()).add(i)
+                corrector_words.update(basic_clean(entry.short_name).split())
             texts = {alias_text(t, lex) for t in entry_aliases(entry)}
             for text in texts:
                 if text:
@@ -150,11 +155,17 @@ class Retriever:
 
     def evidence(self, norm: NormalisedName) -> Evidence:
         """What ``gather`` found for this name (call ``gather`` first)."""
-        return self._evidence[norm.lookup_key]
+        return self._evidence[self._key(norm)]
 
-    def gather(self, norms: list[NormalisedName]) -> None:
+    def _key(self, norm: NormalisedName) -> str:
+        """What the evidence depends on: the readings, the specimen, and a LOINC short name it is."""
+        short = basic_clean(norm.raw)
+        return f"{norm.lookup_key}\x1fshort={short}" if short in self._short_names else norm.lookup_key
+
+    def gather(self, norms: Iterable[NormalisedName]) -> None:
         """Find and cache the evidence of every name not seen before, with one encoder call for them all."""
-        missing_norms = [n for n in norms if self._evidence.get(n.lookup_key) is None]
+        wanted = {self._key(n): n for n in norms if n.is_test and n.expanded}
+        missing_norms = [n for key, n in wanted.items() if self._evidence.get(key) is None]
         if not missing_norms:
             return
         missing = list(dict.fromkeys(n.expanded for n in missing_norms))
@@ -191,6 +202,8 @@ class Retriever:
                 group = self.views.groups[i]
                 exact.update(j for j in self.views.concept_members[i] if self.views.groups[j] == group
                              or (norm.specimen and self.views.specimen_fits(j, norm.specimen)))
+            short = self._short_names.get(basic_clean(norm.raw), set())
+            exact |= short
             ids = set(map(int, top_e)) | set(map(int, top_l)) | exact | synonym
             # variants of one concept (units, specimens, methods) share its best name similarity:
             # the embedding finds the concept, the unit/specimen/method evidence picks the variant
@@ -203,7 +216,7 @@ class Retriever:
             coverage = {i: share for i, (_, share) in similarity.items()}
             for i in exact | synonym:  # an exact or synonym name match is a perfect name match
                 lexical[i] = concept_emb[i] = coverage[i] = 1.0
-            self._evidence.put(norm.lookup_key, Evidence(lexical, concept_emb, exact, synonym, coverage))
+            self._evidence.put(self._key(norm), Evidence(lexical, concept_emb, exact, synonym, coverage, short))
 
     def _name_similarity(self, query: QueryWords, token_sort: np.ndarray, i: int) -> tuple[float, float]:
         """Re-scores a retrieved candidate: character similarity of word-sorted names (``token_sort``, the
