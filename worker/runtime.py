@@ -173,6 +173,7 @@ def run_worker() -> int:
         return 2
     worker = build_worker(settings, db, engine)
     signals.attach(worker)
+    worker.handler.backfill_keys(should_stop=lambda: bool(signals.received))
     log.info("worker ready", extra={"seconds": round(time.monotonic() - started, 2),
                                     "model_version": engine.model_version, "on_ecs": worker.protection.active})
     worker.run()
