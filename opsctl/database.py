@@ -68,7 +68,7 @@ def from_ssm(state: State) -> Database:
         found = {p["Name"][len(prefix):]: p["Value"] for p in response.get("Parameters", [])}
     except ClientError:
         found = {}
-    sources = {key: f"SSM {prefix}{key}" for key in found}
+    sources = {key: f"SSM {prefix}{key}" for key in DB_KEYS if key in found}
     if not found.keys() >= {"host", "name"} and "user" in found:
         environment = _task_environment(state)
         for key, variable in TASK_ENV.items():

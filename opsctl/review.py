@@ -12,16 +12,18 @@ import csv
 import os
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from opsctl import render
-from opsctl import review_store as store
 from opsctl.database import connect
 from opsctl.errors import OpsError
 from opsctl.options import DatabaseUrlOpt, JsonOpt, examples
 from opsctl.state import get_state
+
+if TYPE_CHECKING:  # the statements import sqlalchemy: only the commands that reach the database load them
+    from opsctl.review_store import Key, Mapping
 
 app = typer.Typer(
     help="Uncertain results: the work list, decisions (past and future results), their history and undo.",
@@ -56,11 +58,12 @@ def reference():
     return Reference.load([reference_dir()])
 
 
-def mapping_for(decision: str) -> store.Mapping | None:
+def mapping_for(decision: str) -> Mapping | None:
     """The mapping a decision names: a valid code in the reference, or None for 'none' (no code).
 
     Raises ValueError with the reason otherwise.
     """
+    from opsctl.review_store import Mapping
     from worker.mapping.loinc import CODE_PATTERN, check_digit, is_valid_code
 
     code = decision.strip()
@@ -76,7 +79,7 @@ def mapping_for(decision: str) -> store.Mapping | None:
     if entry is None:
         raise ValueError(f"{code} is not in the reference (packaged, or imported under {reference_dir()}); "
                          "import the official table with 'python -m worker loinc import Loinc.csv'")
-    return store.Mapping(entry.category, entry.code, entry.long_common_name)
+    return Mapping(entry.category, entry.code, entry.long_common_name)
 
 
 def reviewer_name(explicit: str | None) -> str:
@@ -86,7 +89,8 @@ def reviewer_name(explicit: str | None) -> str:
     return who
 
 
-def _no_code_mapping(connection, key: store.Key) -> store.Mapping:
+def _no_code_mapping(connection, key: Key) -> Mapping:
+    from opsctl import review_store as store
     from worker.mapping.types import OTHERS
 
     return store.Mapping(store.current_category(connection, key) or OTHERS, None, None)
@@ -106,6 +110,8 @@ def list_groups(
     results and documents it covers, a few names as reports print them, the engine's candidates with
     their scores, and when it was first and last seen.
     """
+    from opsctl import review_store as store
+
     state = get_state(ctx, json_output)
     with connect(state, database_url) as engine, engine.connect() as connection:
         data = {"items": store.pending_groups(connection, limit)}
@@ -133,6 +139,8 @@ def resolve(
     written under the key takes it (match_method 'reviewed'), and the history records who, when, the
     mapping before and after, and the note.
     """
+    from opsctl import review_store as store
+
     state = get_state(ctx, json_output)
     if (code is not None) == no_code:
         raise typer.BadParameter("give either --code CODE or --no-code", param_hint="'--code' / '--no-code'")
@@ -165,6 +173,8 @@ def export(
     Fill in the decision column with a LOINC code, or 'none' for no code; rows left empty are skipped
     on import.
     """
+    from opsctl import review_store as store
+
     state = get_state(ctx)
     with connect(state, database_url) as engine, engine.connect() as connection:
         groups = store.pending_groups(connection, limit)
@@ -203,9 +213,11 @@ def read_decisions(file: Path) -> list[tuple[int, dict[str, str]]]:
 
 def _plan(connection, rows: list[tuple[int, dict[str, str]]]) -> tuple[list[dict], list[dict], int]:
     """Validate every row: (decisions to apply, errors with their line, rows left undecided)."""
+    from opsctl import review_store as store
+
     planned: list[dict] = []
     errors: list[dict] = []
-    seen: dict[store.Key, int] = {}
+    seen: dict[Key, int] = {}
     skipped = 0
     for line, row in rows:
         decision = (row.get("decision") or "").strip()
@@ -247,6 +259,8 @@ def import_decisions(
     Every row is checked first (line number and reason for each bad one), and nothing is applied
     unless all are valid; then all are applied in one transaction.
     """
+    from opsctl import review_store as store
+
     state = get_state(ctx, json_output)
     rows = read_decisions(file)
     who = reviewer_name(reviewer)
@@ -280,6 +294,8 @@ def history(
 
     Who, when, the mapping before and after, how many results changed, the note, undone or not.
     """
+    from opsctl import review_store as store
+
     state = get_state(ctx, json_output)
     with connect(state, database_url) as engine, engine.connect() as connection:
         data = {"items": store.history(connection, limit)}
@@ -300,6 +316,8 @@ def undo(
     that jobs wrote from it since are flagged for review (or take the previous reviewed mapping).
     Only the latest decision on a key can be undone.
     """
+    from opsctl import review_store as store
+
     state = get_state(ctx, json_output)
     who = reviewer_name(reviewer)
     with connect(state, database_url) as engine, engine.begin() as connection:
