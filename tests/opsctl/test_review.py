@@ -61,7 +61,10 @@ def review(opsctl, review_url, monkeypatch):
 
 
 def write_job(engine, job_id: str, document_id: int, rows: list[tuple]) -> None:
-    """A job's results as the worker writes them: (test_name, unit, key name, unit key, code, needs_review, candidates)."""
+    """A job's results as the worker writes them.
+
+    Each row: (test_name, unit, key name, unit key, code, needs_review, candidates).
+    """
     job = repo.JobRow(job_id=job_id, message_id=None, user_id=7, document_id=document_id, priority="normal",
                       test_count=len(rows))
     repo.claim_jobs(engine, [job])
