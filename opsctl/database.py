@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from opsctl.errors import OpsError
+from opsctl.errors import OpsError, describe
 from opsctl.state import State
 
 DB_PREFIX = "/zivohealth/{env}/database/"
@@ -63,11 +63,12 @@ def _task_environment(state: State) -> dict[str, str]:
 
 def from_ssm(state: State) -> Database:
     prefix = DB_PREFIX.format(env=state.env)
+    unreadable = ""
     try:
         response = state.client("ssm").get_parameters(Names=[prefix + key for key in DB_KEYS], WithDecryption=True)
         found = {p["Name"][len(prefix):]: p["Value"] for p in response.get("Parameters", [])}
-    except ClientError:
-        found = {}
+    except (ClientError, BotoCoreError) as error:  # no credentials, no access: say so, then fall through
+        found, unreadable = {}, f" (SSM unreadable: {describe(error)[0]})"
     sources = {key: f"SSM {prefix}{key}" for key in DB_KEYS if key in found}
     if not found.keys() >= {"host", "name"} and "user" in found:
         environment = _task_environment(state)
@@ -77,7 +78,7 @@ def from_ssm(state: State) -> Database:
     missing = [key for key in ("host", "name", "user") if not found.get(key)]
     if missing:
         raise OpsError(f"no database found for env {state.env!r}: no --database-url, no $DATABASE_URL, and no "
-                       f"{', '.join(missing)} in SSM {prefix}* or the service's task definition",
+                       f"{', '.join(missing)} in SSM {prefix}* or the service's task definition{unreadable}",
                        hint=NO_DATABASE_HINT)
     try:
         port = int(found.get("port") or 5432)

@@ -334,6 +334,7 @@ def doctor(state, data: dict) -> None:
 
 
 # -- review -----------------------------------------------------------------------------------
+LISTED_CANDIDATES = 3  # in the table; --json has them all
 def candidate(c: dict) -> str:
     """A candidate as '718-7 Hemoglobin [Mass/volume] in Blood (0.82)'."""
     score = f" ({c['score']:.2f})" if isinstance(c.get("score"), int | float) else ""
@@ -342,8 +343,13 @@ def candidate(c: dict) -> str:
 
 def _mapping(m: dict | None) -> str:
     if not m:
-        return "nothing (the model decided)"
-    return f"{m.get('loinc_code') or 'no code'} ({m.get('category')})"
+        return "no memory row"
+    source = f"{m['source']}: " if m.get("source") else ""
+    return f"{source}{m.get('loinc_code') or 'no code'} ({m.get('category')})"
+
+
+def _group(name: str, unit: str | None) -> str:
+    return f"{name} [{unit}]" if unit else name
 
 
 def review_list(state, data: dict, backlog: dict) -> None:
@@ -353,16 +359,17 @@ def review_list(state, data: dict, backlog: dict) -> None:
     if not data["items"]:
         out.print("Nothing waits for review.")
     else:
-        table = _table(None, "name", "unit", "results", "docs", "printed as", "candidates", "first seen",
-                       "last seen")
+        table = _table(None, "group (printed as)", "results", "docs", "seen", f"best {LISTED_CANDIDATES} candidates")
         for item in data["items"]:
-            table.add_row(text(item["name"]), text(item["unit"]), str(item["results"]), str(item["documents"]),
-                          escape("\n".join(item["examples"])),
-                          escape("\n".join(candidate(c) for c in item["candidates"])) or DASH,
-                          when(item["first_seen"]), when(item["last_seen"]))
-        table.caption = (f"{len(data['items'])} of {backlog['groups']} group(s), {backlog['results']} result(s) "
-                         "waiting; decide one with: opsctl review resolve NAME [--unit U] --code CODE | --no-code")
+            group = escape(_group(item["name"], item["unit"]))
+            group += "\n[dim]" + escape(", ".join(item["examples"])) + "[/dim]"
+            seen = " to ".join(dict.fromkeys(when(item[k])[:10] for k in ("first_seen", "last_seen")))
+            shown = item["candidates"][:LISTED_CANDIDATES]
+            table.add_row(group, str(item["results"]), str(item["documents"]), seen,
+                          escape("\n".join(candidate(c) for c in shown)) or DASH)
+        table.caption = f"{len(data['items'])} of {backlog['groups']} group(s), {backlog['results']} result(s) waiting"
         out.print(table)
+        out.print("[dim]decide a group: opsctl review resolve NAME [--unit U] (--code CODE | --no-code)[/dim]")
     if backlog.get("without_key"):
         note(f"{backlog['without_key']} uncertain result(s) have no key yet (written before migration 0002 or "
              "by an older worker): the next worker start keys them")
@@ -392,12 +399,12 @@ def review_history(state, data: dict) -> None:
     if not data["items"]:
         console().print("No decisions yet.")
         return
-    table = _table(None, "id", "when", "reviewer", "name", "unit", "before", "after", "results", "note", "undone")
+    table = _table(None, "id", "when", "reviewer", "group", "before", "after", "results", "note", "undone")
     for item in data["items"]:
         undone = f"{when(item['undone_at'])} by {item['undone_by']}" if item["undone_at"] else ""
-        table.add_row(str(item["id"]), when(item["decided_at"]), text(item["reviewer"]), text(item["name"]),
-                      text(item["unit"]), escape(_mapping(item["before"])), escape(_mapping(item["after"])),
-                      str(item["results_changed"]), text(item["note"]), text(undone))
+        table.add_row(str(item["id"]), when(item["decided_at"]), text(item["reviewer"]),
+                      text(_group(item["name"], item["unit"])), escape(_mapping(item["before"])),
+                      escape(_mapping(item["after"])), str(item["results_changed"]), text(item["note"]), text(undone))
     console().print(table)
 
 

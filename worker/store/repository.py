@@ -11,13 +11,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.store.models import LabJob, LabTestMapping, LabTestResult
 
 MAX_ERROR_LENGTH = 2000
 BACKFILL_CHUNK = 2000
+BACKFILL_LOCK_TIMEOUT = "2s"
 
 
 def _insert(connection: Connection, table):
@@ -221,7 +222,9 @@ def backfill_keys(engine: Engine, key: Callable[[str, str | None], tuple[str, st
     during a rolling deploy) the key ``key(test_name, test_unit)``; returns how many rows got one.
 
     One short transaction per chunk, so progress survives a stop; on PostgreSQL the chunk's rows are
-    locked with SKIP LOCKED, so several tasks starting together share the work instead of repeating it.
+    locked with SKIP LOCKED, so several tasks starting together share the work instead of repeating it,
+    and a lock held on the table fails the chunk after ``BACKFILL_LOCK_TIMEOUT`` instead of holding up
+    the worker's start (the caller logs it; the next start goes on).
     """
     table = LabTestResult.__table__
     pick = (select(table.c.job_id, table.c.test_index, table.c.test_name, table.c.test_unit)
@@ -232,6 +235,8 @@ def backfill_keys(engine: Engine, key: Callable[[str, str | None], tuple[str, st
     filled = 0
     while not should_stop():
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text(f"set local lock_timeout = '{BACKFILL_LOCK_TIMEOUT}'"))
             rows = connection.execute(pick).all()
             if not rows:
                 break
