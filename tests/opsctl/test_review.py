@@ -372,3 +372,19 @@ def test_doctor_warns_when_it_cannot_see_the_database(stack, opsctl, monkeypatch
     (check,) = json.loads(result.stdout)["checks"]
     assert check["warning"] and check["detail"].startswith("unknown: no database found for env 'test'")
     assert "--database-url" in check["hint"]
+
+
+def test_review_loads_no_ml_library_and_not_the_engine(store, review_url):
+    """Resolving (reference, check digit, database) stays on the operator's side of the layers."""
+    import subprocess
+    import sys
+
+    seed(store)
+    code = ("import sys\nfrom opsctl.cli import app\n"
+            f"try:\n    app(['review', 'resolve', 'hemoglobin', '--unit', 'g/dl', '--code', '718-7', '--reviewer', 'x',"
+            f" '--database-url', {review_url!r}])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "heavy = ('torch', 'transformers', 'sentence_transformers', 'numpy', 'rapidfuzz', 'worker.mapping.engine',"
+            " 'worker.mapping.normalize')\nprint([m for m in heavy if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1 result(s) changed" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
