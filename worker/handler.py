@@ -12,7 +12,8 @@ For a batch:
 4. the remaining tests of the whole batch go through ``engine.map`` in one call; confident model
    results are remembered;
 5. each job's results and its 'done' status are written in one transaction; a job whose write
-   fails is retried (its last error recorded), the others complete.
+   fails is retried (its last error recorded), the others complete. Each result carries the memory
+   key it was looked up by and, when uncertain, the engine's candidates: a reviewer's work list.
 """
 
 from __future__ import annotations
@@ -251,9 +252,9 @@ class LabCategorizationHandler:
             candidates = [{"code": code, "name": self._loinc_name(code), "score": score}
                           for code, score in zip_longest(result.candidates, scores)]
         return repo.ResultRow(test_index=index, test_name=test.test_name, test_value=test.test_value,
-                              test_unit=test.test_unit,
-                              category=result.category, loinc_code=result.loinc_code, loinc_name=result.loinc_name,
-                              confidence=float(result.confidence), match_method=result.match_method,
+                              test_unit=test.test_unit, category=result.category, loinc_code=result.loinc_code,
+                              loinc_name=result.loinc_name, confidence=float(result.confidence),
+                              match_method=result.match_method,
                               needs_review=bool(result.needs_review), model_version=version,
                               normalized_name=name, unit_key=unit, candidates=candidates)
 
