@@ -77,13 +77,14 @@ def root(
 
 
 def _register() -> None:
-    from opsctl import deploy, dlq, doctor, logs, queues, scaling, sendtest, service
+    from opsctl import deploy, dlq, doctor, logs, queues, review, scaling, sendtest, service
 
     app.add_typer(queues.app, name="queue")
     app.add_typer(dlq.app, name="dlq")
     app.add_typer(logs.app, name="logs")
     app.add_typer(service.app, name="service")
     app.add_typer(scaling.app, name="scaling")
+    app.add_typer(review.app, name="review")
     sendtest.register(app)
     service.register(app)
     deploy.register(app)

@@ -15,7 +15,16 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from opsctl import render
 from opsctl.errors import AWS_ERRORS, OpsError, describe, error_code, is_unsupported
-from opsctl.options import ClusterOpt, DlqUrlOpt, JsonOpt, LogGroupOpt, QueueUrlOpt, ServiceOpt, examples
+from opsctl.options import (
+    ClusterOpt,
+    DatabaseUrlOpt,
+    DlqUrlOpt,
+    JsonOpt,
+    LogGroupOpt,
+    QueueUrlOpt,
+    ServiceOpt,
+    examples,
+)
 from opsctl.queues import queue_attributes, queue_name
 from opsctl.resources import DB_PASSWORD_PARAM, ssm_parameter_names
 from opsctl.service import describe_service
@@ -30,6 +39,7 @@ EXECUTION_ROLE_ACTIONS = ["ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvail
                           "ecr:GetDownloadUrlForLayer", "logs:CreateLogStream", "logs:PutLogEvents",
                           "ssm:GetParameters"]
 RECENT_LOGS_S = 24 * 3600
+BACKLOG_WARN = 20  # groups of uncertain results waiting for review before doctor warns
 
 
 @dataclass
@@ -38,12 +48,17 @@ class Check:
     ok: bool
     detail: str
     hint: str | None = None
+    warning: bool = False
 
 
 class Failed(Exception):
     def __init__(self, detail: str, hint: str | None = None):
         super().__init__(detail)
         self.detail, self.hint = detail, hint
+
+
+class Warned(Failed):
+    """Worth a look, not a failure: doctor's exit code stays 0."""
 
 
 # -- the checks: each returns its detail line or raises Failed ---------------------------------
@@ -212,11 +227,27 @@ def check_logs(state: State) -> str:
     return f"{group}: events in the last 24h, last at {render.when(events[-1].get('timestamp'))}"
 
 
+def check_review_backlog(state: State, database_url: str | None, threshold: int) -> str:
+    from opsctl.database import connect
+    from opsctl.review_store import backlog
+
+    try:
+        with connect(state, database_url) as engine, engine.connect() as connection:
+            size = backlog(connection)
+    except OpsError as error:
+        raise Warned(f"unknown: {error.message}", error.hint) from None
+    detail = f"{size['results']} uncertain result(s) in {size['groups']} group(s) wait for review"
+    if size["groups"] > threshold:
+        raise Warned(f"{detail} (more than {threshold} groups)", "work through them: opsctl review list")
+    return detail
+
+
 CHECK_NAMES = ("aws identity", "service", "queue", "dlq", "base image", "worker image", "ssm parameters", "task role",
-               "execution role", "logs")
+               "execution role", "logs", "review backlog")
 
 
-def run_checks(state: State, only: list[str] | None = None) -> list[Check]:
+def run_checks(state: State, only: list[str] | None = None, database_url: str | None = None,
+               backlog_warn: int = BACKLOG_WARN) -> list[Check]:
     env = state.env
     checks: list[tuple[str, Callable[[], str]]] = [
         ("aws identity", lambda: check_identity(state)),
@@ -229,6 +260,7 @@ def run_checks(state: State, only: list[str] | None = None) -> list[Check]:
         ("task role", lambda: check_role(state, "task")),
         ("execution role", lambda: check_role(state, "execution")),
         ("logs", lambda: check_logs(state)),
+        ("review backlog", lambda: check_review_backlog(state, database_url, backlog_warn)),
     ]
     assert [name for name, _ in checks] == list(CHECK_NAMES)
     results = []
@@ -237,6 +269,8 @@ def run_checks(state: State, only: list[str] | None = None) -> list[Check]:
             continue
         try:
             results.append(Check(name, True, run()))
+        except Warned as warning:
+            results.append(Check(name, True, warning.detail, warning.hint, warning=True))
         except Failed as failure:
             results.append(Check(name, False, failure.detail, failure.hint))
         except (NoCredentialsError, PartialCredentialsError):
@@ -257,12 +291,16 @@ def doctor(
     json_output: JsonOpt = False,
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only this check (repeatable): "
                                                    + ", ".join(CHECK_NAMES) + ".")] = None,
+    database_url: DatabaseUrlOpt = None,
+    backlog_warn: Annotated[int, typer.Option("--backlog-warn", min=0, help="Warn when more groups than this "
+                                              "wait for review.")] = BACKLOG_WARN,
 ) -> None:
     """Check the worker end to end; one line per check, exit 1 if any fails.
 
     Service exists and is healthy, queue reachable (with its depth), DLQ empty, base and worker
     images in ECR, SSM parameters present (database credentials included), the task and
-    execution roles carry the actions the worker needs, the log group had events in 24h.
+    execution roles carry the actions the worker needs, the log group had events in 24h, and the
+    review backlog (a warning above --backlog-warn groups, or when the database is out of reach).
     """
     state = get_state(ctx, json_output, queue_url=queue_url, dlq_url=dlq_url, cluster=cluster, service=service,
                       log_group=log_group)
@@ -270,7 +308,7 @@ def doctor(
     if unknown:
         raise typer.BadParameter(f"no check named {', '.join(unknown)}; checks: {', '.join(CHECK_NAMES)}",
                                  param_hint="'--only'")
-    checks = run_checks(state, only)
+    checks = run_checks(state, only, database_url, backlog_warn)
     render.doctor(state, {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks],
                           "resources": state.resources.sources()})
     if not all(c.ok for c in checks):

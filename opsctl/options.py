@@ -19,3 +19,5 @@ LogGroupOpt = Annotated[str | None, typer.Option("--log-group", help="Log group 
 def examples(*lines: str) -> str:
     """An epilog listing example invocations."""
     return "[bold]Examples[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
+DatabaseUrlOpt = Annotated[str | None, typer.Option(
+    "--database-url", help="The worker's database [env DATABASE_URL; else SSM /zivohealth/{env}/database/*].")]

@@ -321,9 +321,106 @@ def doctor(state, data: dict) -> None:
     out = console()
     for check in data["checks"]:
         mark = "[green]PASS[/green]" if check["ok"] else "[red]FAIL[/red]"
+        if check.get("warning"):
+            mark = "[yellow]WARN[/yellow]"
         line = f"{mark}  {check['name']:<16} {escape(check['detail'])}"
-        if not check["ok"] and check.get("hint"):
+        if (not check["ok"] or check.get("warning")) and check.get("hint"):
             line += f"  [dim](hint: {escape(check['hint'])})[/dim]"
         out.print(line)
     failed = sum(1 for c in data["checks"] if not c["ok"])
-    out.print(f"{len(data['checks']) - failed} passed, {failed} failed")
+    warned = sum(1 for c in data["checks"] if c.get("warning"))
+    out.print(f"{len(data['checks']) - failed - warned} passed, {failed} failed"
+              + (f", {warned} warning(s)" if warned else ""))
+
+
+# -- review -----------------------------------------------------------------------------------
+LISTED_CANDIDATES = 3  # in the table; --json has them all
+def candidate(c: dict) -> str:
+    """A candidate as '718-7 Hemoglobin [Mass/volume] in Blood (0.82)'."""
+    score = f" ({c['score']:.2f})" if isinstance(c.get("score"), int | float) else ""
+    return f"{c['code']} {c.get('name') or '(not in the reference)'}{score}"
+
+
+def _mapping(m: dict | None) -> str:
+    if not m:
+        return "no memory row"
+    source = f"{m['source']}: " if m.get("source") else ""
+    return f"{source}{m.get('loinc_code') or 'no code'} ({m.get('category')})"
+
+
+def _group(name: str, unit: str | None) -> str:
+    return f"{name} [{unit}]" if unit else name
+
+
+def review_list(state, data: dict, backlog: dict) -> None:
+    if state.json:
+        return emit_json(data)
+    out = console()
+    if not data["items"]:
+        out.print("Nothing waits for review.")
+    else:
+        table = _table(None, "group (printed as)", "results", "docs", "seen", f"best {LISTED_CANDIDATES} candidates")
+        for item in data["items"]:
+            group = escape(_group(item["name"], item["unit"]))
+            group += "\n[dim]" + escape(", ".join(item["examples"])) + "[/dim]"
+            seen = " to ".join(dict.fromkeys(when(item[k])[:10] for k in ("first_seen", "last_seen")))
+            shown = item["candidates"][:LISTED_CANDIDATES]
+            table.add_row(group, str(item["results"]), str(item["documents"]), seen,
+                          escape("\n".join(candidate(c) for c in shown)) or DASH)
+        table.caption = f"{len(data['items'])} of {backlog['groups']} group(s), {backlog['results']} result(s) waiting"
+        out.print(table)
+        out.print("[dim]decide a group: opsctl review resolve NAME [--unit U] (--code CODE | --no-code)[/dim]")
+    if backlog.get("without_key"):
+        note(f"{backlog['without_key']} uncertain result(s) have no key yet (written before migration 0002 or "
+             "by an older worker): the next worker start keys them")
+
+
+def review_decided(state, data: dict) -> None:
+    if state.json:
+        return emit_json(data)
+    target = f"{data['code']} {data['loinc_name']}" if data["code"] else "no code"
+    console().print(escape(f"decision #{data['decision']}: {data['name']!r} [{data['unit'] or '-'}] -> {target} "
+                           f"({data['category']}); {data['results_changed']} result(s) changed"))
+
+
+def review_undone(state, data: dict) -> None:
+    if state.json:
+        return emit_json(data)
+    line = (f"undid decision #{data['decision']}: {data['name']!r} [{data['unit'] or '-'}] is back to "
+            f"{_mapping(data['memory'])}; {data['restored']} result(s) restored")
+    if data["later_results"]:
+        line += f", {data['later_results']} later result(s) {data['later_results_action']}"
+    console().print(escape(line))
+
+
+def review_history(state, data: dict) -> None:
+    if state.json:
+        return emit_json(data)
+    if not data["items"]:
+        console().print("No decisions yet.")
+        return
+    table = _table(None, "id", "when", "reviewer", "group", "before", "after", "results", "note", "undone")
+    for item in data["items"]:
+        undone = f"{when(item['undone_at'])} by {item['undone_by']}" if item["undone_at"] else ""
+        table.add_row(str(item["id"]), when(item["decided_at"]), text(item["reviewer"]),
+                      text(_group(item["name"], item["unit"])), escape(_mapping(item["before"])),
+                      escape(_mapping(item["after"])), str(item["results_changed"]), text(item["note"]), text(undone))
+    console().print(table)
+
+
+def review_import(state, data: dict) -> None:
+    if state.json:
+        return emit_json(data)
+    for item in data["errors"]:
+        note(f"line {item['line']}: {item['reason']}")
+    if data["errors"]:
+        error(f"{len(data['errors'])} invalid row(s) in {data['file']}: nothing applied", None)
+        return
+    out = console()
+    for row in data["rows"]:
+        out.print(escape(f"line {row['line']}: {row['name']!r} [{row['unit'] or '-'}] -> {row['code'] or 'no code'}: "
+                         f"{row['results_changed']} result(s)"))
+    verb = "would apply" if data["dry_run"] else "applied"
+    changed = sum(row["results_changed"] for row in data["rows"])
+    out.print(escape(f"{verb} {len(data['rows'])} decision(s), {changed} result(s) changed; "
+                     f"{data['skipped']} row(s) without a decision skipped"))

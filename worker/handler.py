@@ -12,7 +12,8 @@ For a batch:
 4. the remaining tests of the whole batch go through ``engine.map`` in one call; confident model
    results are remembered;
 5. each job's results and its 'done' status are written in one transaction; a job whose write
-   fails is retried (its last error recorded), the others complete.
+   fails is retried (its last error recorded), the others complete. Each result carries the memory
+   key it was looked up by and, when uncertain, the engine's candidates: a reviewer's work list.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
 from sqlalchemy import Engine
 
 from worker.consumer import Message, PoisonMessage, Result, done, retry
-from worker.contract import InvalidJobError, LabCategorizationJob, decode_job
+from worker.contract import InvalidJobError, LabCategorizationJob, LabTest, decode_job
 from worker.mapping.types import LabTestQuery, MappingResult
 from worker.store import repository as repo
 
@@ -85,9 +87,12 @@ class JobStats:
                     "per_test_ms": round(per_test_ms, 2) if per_test_ms is not None else None}
 
 
+def _query(test: LabTest) -> LabTestQuery:
+    return LabTestQuery(name=test.test_name, unit=test.test_unit, value=test.test_value, specimen=test.specimen)
+
+
 def _queries(job: LabCategorizationJob) -> list[LabTestQuery]:
-    return [LabTestQuery(name=test.test_name, unit=test.test_unit, value=test.test_value, specimen=test.specimen)
-            for test in job.tests]
+    return [_query(test) for test in job.tests]
 
 
 def _error_text(error: BaseException) -> str:
@@ -174,14 +179,9 @@ class LabCategorizationHandler:
         for job_id, job in pending.items():
             job_started = time.monotonic()
             row = rows[job_id]
-            result_rows = [
-                repo.ResultRow(test_index=index, test_name=test.test_name, test_value=test.test_value,
-                               test_unit=test.test_unit, category=result.category, loinc_code=result.loinc_code,
-                               loinc_name=result.loinc_name, confidence=float(result.confidence),
-                               match_method=result.match_method, needs_review=bool(result.needs_review),
-                               model_version=version)
-                for index, (test, (result, version)) in enumerate(zip(job.tests, mapped[job_id], strict=True))
-            ]
+            answers = zip(job.tests, mapped[job_id], strict=True)
+            result_rows = [self._result_row(index, test, result, version)
+                           for index, (test, (result, version)) in enumerate(answers)]
             try:
                 repo.complete_job(self.db, row, result_rows)
             except Exception as error:
@@ -241,6 +241,44 @@ class LabCategorizationHandler:
         self.stats.add(memory_hits=hits)
         return {job_id: [answer for answer in job_answers if answer is not None] for job_id, job_answers in
                 answers.items()}
+
+    def _result_row(self, index: int, test: LabTest, result: MappingResult, version: str | None) -> repo.ResultRow:
+        """The row of one test, with the memory key it was looked up by and, when the engine was unsure,
+        its candidates, so a reviewer can group, see and fix it without the engine."""
+        name, unit = self._key(_query(test))
+        candidates = None
+        if (result.needs_review or result.loinc_code is None) and result.candidates:
+            scores = result.candidate_scores[:len(result.candidates)]
+            candidates = [{"code": code, "name": self._loinc_name(code), "score": score}
+                          for code, score in zip_longest(result.candidates, scores)]
+        return repo.ResultRow(test_index=index, test_name=test.test_name, test_value=test.test_value,
+                              test_unit=test.test_unit, category=result.category, loinc_code=result.loinc_code,
+                              loinc_name=result.loinc_name, confidence=float(result.confidence),
+                              match_method=result.match_method,
+                              needs_review=bool(result.needs_review), model_version=version,
+                              normalized_name=name, unit_key=unit, candidates=candidates)
+
+    def _loinc_name(self, code: str) -> str | None:
+        described = self.engine.describe(code)
+        return described[0] if described else None
+
+    def backfill_keys(self, should_stop=lambda: False) -> int:
+        """Key the results written before the store kept keys (migration 0002), as new rows are keyed.
+
+        Exact for every result except one whose job named a specimen: results do not keep it, so such
+        a row gets the key of its name and unit alone.
+        """
+        started = time.monotonic()
+        try:
+            filled = repo.backfill_keys(self.db, lambda name, unit: self._key(LabTestQuery(name=name, unit=unit)),
+                                        should_stop=should_stop)
+        except Exception as error:  # the next start finishes it; the jobs come first
+            log.warning("could not key the older results", extra={"error": _error_text(error)})
+            return 0
+        if filled:
+            log.info("results given their memory key", extra={"rows": filled,
+                                                              "seconds": round(time.monotonic() - started, 2)})
+        return filled
 
     def _key(self, query: LabTestQuery) -> tuple[str, str]:
         name, unit = self.engine.key(query)

@@ -173,6 +173,12 @@ def run_worker() -> int:
         return 2
     worker = build_worker(settings, db, engine)
     signals.attach(worker)
+
+    def between_chunks() -> bool:  # keying older results is progress too (the health check); a signal stops it
+        worker.health.touch()
+        return bool(signals.received)
+
+    worker.handler.backfill_keys(should_stop=between_chunks)
     log.info("worker ready", extra={"seconds": round(time.monotonic() - started, 2),
                                     "model_version": engine.model_version, "on_ecs": worker.protection.active})
     worker.run()

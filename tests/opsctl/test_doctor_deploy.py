@@ -9,13 +9,19 @@ import stat
 from botocore.awsrequest import AWSResponse
 
 
-def test_doctor_passes_on_a_healthy_stack(stack, opsctl):
+def test_doctor_passes_on_a_healthy_stack(stack, opsctl, pg_url, monkeypatch):
+    from worker.store.db import make_engine, upgrade
+
+    engine = make_engine(pg_url)
+    upgrade(engine)  # the worker's database, which the review backlog line reads
+    engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", pg_url)
     stack.log({"level": "INFO", "message": "worker started"})
     result = opsctl("doctor")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     names = ["aws identity", "service", "queue", "dlq", "base image", "worker image", "ssm parameters", "task role",
-             "execution role", "logs"]
+             "execution role", "logs", "review backlog"]
     assert [line.split()[0] for line in lines[:-1]] == ["PASS"] * len(names)
     for name, line in zip(names, lines, strict=False):
         assert line[6:].startswith(name), line
@@ -24,10 +30,12 @@ def test_doctor_passes_on_a_healthy_stack(stack, opsctl):
     assert "database credentials included" in lines[6]
     # moto has no IAM policy simulator: the roles' policies are read instead, and the line says so.
     assert "read from its policies" in lines[7] and "read from its policies" in lines[8]
-    assert lines[-1] == "10 passed, 0 failed"
+    assert "uncertain result(s)" in lines[10] and "wait for review" in lines[10]
+    assert lines[-1] == "11 passed, 0 failed"
 
 
-def test_doctor_fails_with_one_line_and_a_hint_per_broken_check(stack, opsctl):
+def test_doctor_fails_with_one_line_and_a_hint_per_broken_check(stack, opsctl, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     stack.send(stack.dlq_url, "{}")
     stack.client("ecr").batch_delete_image(repositoryName="test-ml-worker", imageIds=[{"imageTag": "v1"}])
     stack.client("ssm").delete_parameter(Name="/zivohealth/test/database/password")
@@ -50,7 +58,7 @@ def test_doctor_fails_with_one_line_and_a_hint_per_broken_check(stack, opsctl):
     assert table.exit_code == 1
     fail_lines = [line for line in table.stdout.splitlines() if line.startswith("FAIL")]
     assert len(fail_lines) == 5 and all("(hint: " in line for line in fail_lines)
-    assert table.stdout.splitlines()[-1] == "5 passed, 5 failed"
+    assert table.stdout.splitlines()[-1] == "5 passed, 5 failed, 1 warning(s)"  # no database: backlog unknown
 
 
 def test_doctor_on_an_empty_account(make_stack, opsctl):

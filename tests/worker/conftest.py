@@ -26,7 +26,8 @@ def db(db_engine):
     from sqlalchemy import text
 
     with db_engine.begin() as connection:
-        connection.execute(text("truncate lab_test_results, lab_jobs, lab_test_mappings"))
+        connection.execute(text("truncate lab_test_results, lab_jobs, lab_test_mappings, lab_review_changes, "
+                                "lab_review_decisions"))
     return db_engine
 
 

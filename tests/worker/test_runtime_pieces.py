@@ -102,6 +102,6 @@ def test_db_upgrade_command_on_sqlite(tmp_path, clean_env):
     url = f"sqlite:///{tmp_path}/cmd.db"
     result = CliRunner().invoke(app, ["db", "upgrade", "--database-url", url])
     assert result.exit_code == 0, result.output
-    assert "0001" in result.output
+    assert "database at revision 0002" in result.output
     clean_env.delenv("DATABASE_URL", raising=False)
     assert CliRunner().invoke(app, ["db", "upgrade"]).exit_code == 2

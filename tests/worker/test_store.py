@@ -10,6 +10,16 @@ from worker.store import repository as repo
 from worker.store.db import current_revision, make_engine, upgrade
 from worker.store.models import Base, LabJob, LabTestResult
 
+
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    from worker.store.db import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+HEAD = _head()
 JOB = repo.JobRow(job_id="job-1", message_id="m-1", user_id=123, document_id=456, priority="normal", test_count=2)
 
 
@@ -27,7 +37,8 @@ def test_schema_has_the_contract_columns(db):
                                    "attempts", "test_count", "error", "created_at", "updated_at", "completed_at"]
     assert columns["lab_test_results"] == [
         "job_id", "test_index", "user_id", "document_id", "test_name", "test_value", "test_unit", "category",
-        "loinc_code", "loinc_name", "confidence", "match_method", "needs_review", "model_version", "created_at"]
+        "loinc_code", "loinc_name", "confidence", "match_method", "needs_review", "model_version", "created_at",
+        "normalized_name", "unit_key", "candidates"]
     assert columns["lab_test_mappings"] == [
         "normalized_name", "unit_key", "category", "loinc_code", "loinc_name", "confidence", "match_method",
         "source", "model_version", "created_at", "updated_at"]
@@ -76,13 +87,13 @@ def test_concurrent_upgrades_do_not_race(pg_url):
         connection.execute(text(f'drop database "{name}" with (force)'))
     admin.dispose()
     assert errors == []
-    assert results == ["0001"] * 4
+    assert results == [HEAD] * 4
 
 
 def test_sqlite_works_for_local_runs(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/local.db")
-    assert upgrade(engine) == "0001"
-    assert upgrade(engine) == "0001"
+    assert upgrade(engine) == HEAD
+    assert upgrade(engine) == HEAD
     assert repo.claim_jobs(engine, [JOB]) == set()
     repo.complete_job(engine, JOB, [_result(0), _result(1, "WBC Count", "6690-2")])
     repo.complete_job(engine, JOB, [_result(0), _result(1, "WBC Count", "6690-2")])
@@ -90,7 +101,7 @@ def test_sqlite_works_for_local_runs(tmp_path):
     with engine.connect() as connection:
         rows = connection.execute(select(LabTestResult.__table__).where(LabTestResult.__table__.c.job_id == "job-1"))
         assert len(rows.all()) == 2
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == HEAD
     engine.dispose()
 
 

@@ -16,11 +16,17 @@ from sqlalchemy import (
     MetaData,
     Text,
     func,
+    text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import JSON
 
 JOB_STATUSES = ("processing", "done", "failed")
 MAPPING_SOURCES = ("manual", "model")
+# JSON on SQLite, jsonb on PostgreSQL (the app can query a candidate's code in place); Python None is
+# SQL NULL, not the JSON value null, so "is null" means "absent".
+JSONB = JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -64,12 +70,24 @@ class LabJob(Base):
 
 
 class LabTestResult(Base):
-    """One row per test of a job; (job_id, test_index) is unique, so a redelivered job adds nothing."""
+    """One row per test of a job; (job_id, test_index) is unique, so a redelivered job adds nothing.
+
+    ``normalized_name``/``unit_key`` are the mapping-memory key the worker used, so a review can group
+    and fix results without the normaliser; ``candidates`` (uncertain results only) are the engine's
+    proposals, best first: ``[{"code", "name", "score"}]``.
+    """
 
     __tablename__ = "lab_test_results"
     __table_args__ = (
         Index("ix_lab_test_results_user_id_document_id", "user_id", "document_id"),
         Index("ix_lab_test_results_loinc_code", "loinc_code"),
+        Index("ix_lab_test_results_normalized_name_unit_key", "normalized_name", "unit_key"),
+        # Small partial indexes: the review backlog, and the rows still waiting for their key.
+        Index("ix_lab_test_results_pending_review", "normalized_name", "unit_key",
+              postgresql_where=text("needs_review or loinc_code is null"),
+              sqlite_where=text("needs_review or loinc_code is null")),
+        Index("ix_lab_test_results_without_key", "job_id", "test_index",
+              postgresql_where=text("normalized_name is null"), sqlite_where=text("normalized_name is null")),
     )
 
     job_id: Mapped[str] = mapped_column(Text, ForeignKey("lab_jobs.job_id", ondelete="CASCADE"), primary_key=True)
@@ -87,6 +105,9 @@ class LabTestResult(Base):
     needs_review: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     model_version: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
+    normalized_name: Mapped[str | None] = mapped_column(Text)
+    unit_key: Mapped[str | None] = mapped_column(Text)
+    candidates: Mapped[list | None] = mapped_column(JSONB)
 
 
 class LabTestMapping(Base):
@@ -109,3 +130,46 @@ class LabTestMapping(Base):
     model_version: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+class LabReviewDecision(Base):
+    """The audit of ``opsctl review``: who mapped which key to what, when, from what; undone or not.
+
+    ``before`` is the memory row the decision replaced (null when there was none), ``after`` the
+    reviewed mapping; each is ``{"category", "loinc_code", "loinc_name", ...}``.
+    """
+
+    __tablename__ = "lab_review_decisions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    normalized_name: Mapped[str] = mapped_column(Text, nullable=False)
+    unit_key: Mapped[str] = mapped_column(Text, nullable=False)
+    reviewer: Mapped[str] = mapped_column(Text, nullable=False)
+    decided_at: Mapped[datetime] = _now()
+    before: Mapped[dict | None] = mapped_column(JSONB)
+    after: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    results_changed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    undone_by: Mapped[str | None] = mapped_column(Text)
+
+
+class LabReviewChange(Base):
+    """A result a decision changed, with its values before, so that ``undo`` can put them back.
+
+    No foreign key to the result: the app may delete results; a change row for a gone result is inert.
+    """
+
+    __tablename__ = "lab_review_changes"
+
+    decision_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("lab_review_decisions.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    test_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    category: Mapped[str] = mapped_column(Text, nullable=False)
+    loinc_code: Mapped[str | None] = mapped_column(Text)
+    loinc_name: Mapped[str | None] = mapped_column(Text)
+    match_method: Mapped[str] = mapped_column(Text, nullable=False)
+    needs_review: Mapped[bool] = mapped_column(Boolean, nullable=False)

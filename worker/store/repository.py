@@ -7,16 +7,18 @@ overwrites a manual row in the mapping memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, func, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from worker.store.models import LabJob, LabTestMapping, LabTestResult
 
 MAX_ERROR_LENGTH = 2000
+BACKFILL_CHUNK = 2000
+BACKFILL_LOCK_TIMEOUT = "2s"
 
 
 def _insert(connection: Connection, table):
@@ -55,6 +57,9 @@ class ResultRow:
     match_method: str
     needs_review: bool
     model_version: str | None
+    normalized_name: str | None = None  # the mapping-memory key the worker used
+    unit_key: str | None = None
+    candidates: list[dict] | None = None  # [{"code", "name", "score"}], best first; uncertain results only
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +128,8 @@ def complete_job(engine: Engine, job: JobRow, results: Sequence[ResultRow]) -> N
                  "test_index": row.test_index, "test_name": row.test_name, "test_value": row.test_value,
                  "test_unit": row.test_unit, "category": row.category, "loinc_code": row.loinc_code,
                  "loinc_name": row.loinc_name, "confidence": row.confidence, "match_method": row.match_method,
-                 "needs_review": row.needs_review, "model_version": row.model_version}
+                 "needs_review": row.needs_review, "model_version": row.model_version,
+                 "normalized_name": row.normalized_name, "unit_key": row.unit_key, "candidates": row.candidates}
                 for row in results
             ])
         now = _now()
@@ -192,14 +198,53 @@ def remember_mappings(engine: Engine, rows: Sequence[MemoryRow]) -> None:
 
 def set_manual_mapping(engine: Engine, row: MemoryRow) -> None:
     """Insert or replace a reviewed mapping: it wins over the model from now on."""
+    with engine.begin() as connection:
+        write_manual_mapping(connection, row)
+
+
+def write_manual_mapping(connection: Connection, row: MemoryRow) -> None:
+    """``set_manual_mapping`` inside the caller's transaction (a review writes its audit in the same one)."""
     table = LabTestMapping.__table__
     values = {"normalized_name": row.normalized_name, "unit_key": row.unit_key, "category": row.category,
               "loinc_code": row.loinc_code, "loinc_name": row.loinc_name, "confidence": row.confidence,
               "match_method": row.match_method, "source": "manual", "model_version": None}
-    with engine.begin() as connection:
-        statement = _insert(connection, table).values(values)
-        connection.execute(statement.on_conflict_do_update(
-            index_elements=[table.c.normalized_name, table.c.unit_key],
-            set_={**{k: v for k, v in values.items() if k not in ("normalized_name", "unit_key")},
-                  "updated_at": func.now()},
-        ))
+    statement = _insert(connection, table).values(values)
+    connection.execute(statement.on_conflict_do_update(
+        index_elements=[table.c.normalized_name, table.c.unit_key],
+        set_={**{k: v for k, v in values.items() if k not in ("normalized_name", "unit_key")},
+              "updated_at": func.now()},
+    ))
+
+
+def backfill_keys(engine: Engine, key: Callable[[str, str | None], tuple[str, str]],
+                  chunk: int = BACKFILL_CHUNK, should_stop: Callable[[], bool] = lambda: False) -> int:
+    """Give every result written without its memory key (before migration 0002, or by an older worker
+    during a rolling deploy) the key ``key(test_name, test_unit)``; returns how many rows got one.
+
+    One short transaction per chunk, so progress survives a stop; on PostgreSQL the chunk's rows are
+    locked with SKIP LOCKED, so several tasks starting together share the work instead of repeating it,
+    and a lock held on the table fails the chunk after ``BACKFILL_LOCK_TIMEOUT`` instead of holding up
+    the worker's start (the caller logs it; the next start goes on).
+    """
+    table = LabTestResult.__table__
+    pick = (select(table.c.job_id, table.c.test_index, table.c.test_name, table.c.test_unit)
+            .where(table.c.normalized_name.is_(None)).limit(chunk).with_for_update(skip_locked=True))
+    write = (update(table).where(table.c.job_id == bindparam("b_job_id"),
+                                 table.c.test_index == bindparam("b_test_index"))
+             .values(normalized_name=bindparam("b_name"), unit_key=bindparam("b_unit")))
+    filled = 0
+    while not should_stop():
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text(f"set local lock_timeout = '{BACKFILL_LOCK_TIMEOUT}'"))
+            rows = connection.execute(pick).all()
+            if not rows:
+                break
+            params = []
+            for row in rows:
+                name, unit = key(row.test_name, row.test_unit)
+                params.append({"b_job_id": row.job_id, "b_test_index": row.test_index, "b_name": name,
+                               "b_unit": unit})
+            connection.execute(write, params)
+        filled += len(rows)
+    return filled
