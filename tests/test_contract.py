@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.contract import SCHEMA_VERSION, InvalidJobError, decode_job, message_size, new_job
+from worker.aws import sqs_message_size
+from worker.contract import SCHEMA_VERSION, InvalidJobError, decode_job, new_job
 
 TESTS = [{"test_name": "Hemoglobin", "test_value": "14.5", "test_unit": "g/dL"},
          {"test_name": "WBC Count", "test_value": "7.2", "test_unit": "K/uL"}]
@@ -59,7 +60,7 @@ def test_message_size_counts_body_and_attributes():
     attributes = job.message_attributes()
     expected = len(job.to_body().encode()) + sum(
         len(name) + len(a["DataType"]) + len(a["StringValue"]) for name, a in attributes.items())
-    assert message_size(job.to_body(), attributes) == expected
+    assert sqs_message_size(job.to_body(), attributes) == expected
 
 
 # -- what the store cannot hold is refused at once (issue 15) -----------------------------------

@@ -8,7 +8,9 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
 - ``decode(message)`` turns a message into its payload, or raises :class:`PoisonMessage`: such a
   message is never retried; the consumer sends it to the dead-letter queue itself (found from the
   source queue's RedrivePolicy, or ``options.dlq_url``) with the reason in the ``FailureReason``
-  attribute, then deletes it from the source queue.
+  attribute (cut to what fits SQS's size limit beside the body, never the body), then deletes it
+  from the source queue. A decoder that raises anything else has met a message it cannot read:
+  that message is poison too, with the error as its reason.
 - ``handler(messages)`` gets the batch's decoded messages and returns a :class:`Result` per
   message id: :func:`done` (deleted, in one batch call), :func:`retry` (left undeleted, its
   visibility set to a backoff that grows with its receive count; after the queue's
@@ -25,6 +27,7 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
   release whatever is unfinished with visibility 0 (visible to the next consumer at once), return.
   If the handler is still running at the deadline, ``abandoned`` is set: the handler must be
   idempotent, since its messages will be delivered again.
+- No error ends ``run()``: what escapes a poll is logged and the loop pauses, then goes on.
 """
 
 from __future__ import annotations
@@ -40,12 +43,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from worker.aws import SQS_MAX_MESSAGE_BYTES, sqs_message_size
+
 log = logging.getLogger(__name__)
 
 SQS_MAX_BATCH = 10
 SQS_MAX_VISIBILITY = 43200
 SQS_MAX_MESSAGE_ATTRIBUTES = 10
-MAX_REASON_LENGTH = 1000
+MAX_REASON_LENGTH = 4000
 RECEIVE_ERROR_PAUSE_MAX = 30.0
 
 
@@ -144,6 +149,34 @@ class _QueueInfo:
     max_receive_count: int | None
 
 
+def _dead_letter_attributes(message: Message, body: str, reason: str) -> dict[str, dict[str, Any]]:
+    """The message's own attributes plus ours, the reason cut to what fits beside the body."""
+    ours = {
+        "FailureReason": {"DataType": "String", "StringValue": ""},
+        "SourceMessageId": {"DataType": "String", "StringValue": message.message_id},
+        "SourceQueueUrl": {"DataType": "String", "StringValue": message.queue_url},
+    }
+    attributes: dict[str, dict[str, Any]] = {}
+    for name, value in message.message_attributes.items():
+        if name in ours or len(attributes) >= SQS_MAX_MESSAGE_ATTRIBUTES - len(ours):
+            continue
+        kept = {"DataType": value["DataType"]}
+        for key in ("StringValue", "BinaryValue"):
+            if key in value:
+                kept[key] = value[key]
+        attributes[name] = kept
+    attributes.update(ours)
+    room = SQS_MAX_MESSAGE_BYTES - sqs_message_size(body, attributes)
+    while room < 16 and len(attributes) > len(ours):  # a body at the limit: its own attributes give way
+        dropped = next(name for name in attributes if name not in ours)
+        room += sqs_message_size("", {dropped: attributes.pop(dropped)})
+    reason = (reason or "unknown")[:MAX_REASON_LENGTH]
+    if len(reason.encode()) > room:
+        reason = reason.encode()[:max(0, room - 3)].decode(errors="ignore") + "…"
+    attributes["FailureReason"]["StringValue"] = reason
+    return attributes
+
+
 class Consumer:
     def __init__(self, queue_urls: str | Sequence[str], handler: Handler, decode: Decoder | None = None,
                  options: ConsumerOptions | None = None, sqs: Any = None,
@@ -201,6 +234,10 @@ class Consumer:
                 pause = 1.0
             except (BotoCoreError, ClientError) as error:
                 log.error("receiving failed; pausing %.0f s", pause, extra={"error": repr(error)})
+                self._stopping.wait(pause)
+                pause = min(pause * 2, RECEIVE_ERROR_PAUSE_MAX)
+            except Exception:  # a bug must not end the process: the queue keeps what was not deleted
+                log.exception("the consumer loop failed; pausing %.0f s", pause)
                 self._stopping.wait(pause)
                 pause = min(pause * 2, RECEIVE_ERROR_PAUSE_MAX)
         log.info("consumer stopped", extra={"abandoned": self.abandoned})
@@ -345,24 +382,10 @@ class Consumer:
                       extra=message.log_fields(reason=reason))
             self._change_visibility([message], lambda m: int(self.options.retry_backoff_max), "poison")
             return False
-        ours = {
-            "FailureReason": {"DataType": "String", "StringValue": reason[:MAX_REASON_LENGTH] or "unknown"},
-            "SourceMessageId": {"DataType": "String", "StringValue": message.message_id},
-            "SourceQueueUrl": {"DataType": "String", "StringValue": message.queue_url},
-        }
-        attributes: dict[str, dict[str, Any]] = {}
-        for name, value in message.message_attributes.items():
-            if name in ours or len(attributes) >= SQS_MAX_MESSAGE_ATTRIBUTES - len(ours):
-                continue
-            kept = {"DataType": value["DataType"]}
-            for key in ("StringValue", "BinaryValue"):
-                if key in value:
-                    kept[key] = value[key]
-            attributes[name] = kept
-        attributes.update(ours)
+        body = message.body or "(empty)"
+        attributes = _dead_letter_attributes(message, body, reason)
         try:
-            self.sqs.send_message(QueueUrl=dlq_url, MessageBody=message.body or "(empty)",
-                                  MessageAttributes=attributes)
+            self.sqs.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes=attributes)
         except (BotoCoreError, ClientError) as error:
             log.error("could not dead-letter the message; it will be retried",
                       extra=message.log_fields(reason=reason, error=repr(error)))
@@ -386,6 +409,8 @@ class Consumer:
                 message.payload = self.decode(message)
             except PoisonMessage as error:
                 self._dead_letter(message, error.reason)
+            except Exception as error:  # noqa: BLE001 - whatever breaks the decoder is this message's fault
+                self._dead_letter(message, f"could not decode: {type(error).__name__}: {error}")
             else:
                 decoded.append(message)
         if not decoded:

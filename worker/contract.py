@@ -30,8 +30,6 @@ MAX_JOB_ID_LENGTH = 100
 MAX_TESTS = 1000
 # The store keeps ids in BIGINT columns.
 MAX_ID = 2**63 - 1
-# SQS counts the body and the message attributes against one 256 KiB limit.
-SQS_MAX_MESSAGE_BYTES = 256 * 1024
 # A message attribute that marks an operator's test job (opsctl send-test); the worker records it.
 TEST_ATTRIBUTE = "Test"
 # Operators' test jobs go to this user and document: no real user has them.
@@ -185,12 +183,3 @@ def decode_job(body: str | bytes, message_id: str) -> LabCategorizationJob:
     if job.job_id is None:
         job.job_id = "legacy-" + job.fingerprint()[:32]
     return job
-
-
-def message_size(body: str, attributes: dict[str, dict[str, str]]) -> int:
-    """Bytes SQS counts against its size limit: the body plus each attribute's name, type and value."""
-    size = len(body.encode())
-    for name, attribute in attributes.items():
-        size += len(name.encode()) + len(attribute["DataType"].encode())
-        size += len(attribute.get("StringValue", "").encode())
-    return size

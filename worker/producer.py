@@ -25,13 +25,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker import aws
-from worker.contract import (
-    SQS_MAX_MESSAGE_BYTES,
-    InvalidJobError,
-    LabCategorizationJob,
-    message_size,
-    new_job,
-)
+from worker.aws import SQS_MAX_MESSAGE_BYTES, sqs_message_size
+from worker.contract import InvalidJobError, LabCategorizationJob, new_job
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +109,7 @@ class MLWorkerClient:
         same checks and errors as ``send_lab_categorization_job``.
         """
         body, attributes = job.to_body(), job.message_attributes(test=test)
-        size = message_size(body, attributes)
+        size = sqs_message_size(body, attributes)
         if size > SQS_MAX_MESSAGE_BYTES:
             raise InvalidJobError("tests", f"message is {size} bytes, over the SQS limit of {SQS_MAX_MESSAGE_BYTES}")
         queue_url = self.queue_for(job.priority)

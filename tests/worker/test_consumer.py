@@ -250,3 +250,82 @@ def test_after_a_batch_fails_as_a_whole_the_consumer_waits_for_readiness_before_
         consumer.stop(1)
         thread.join(10)
     assert len(handler.batches) == 2 and counts(sqs, queues.url) == (0, 0)
+
+
+def test_a_decoder_that_raises_unexpectedly_dead_letters_that_message_alone(sqs, queues):
+    send(sqs, queues.url, "good", "deep")
+
+    def decode(message):
+        if message.body == "deep":
+            raise RecursionError("maximum recursion depth exceeded")
+        return message.body
+
+    handler = Recorder()
+    consumer = Consumer(queues.url, handler, decode=decode, options=options(), sqs=sqs)
+    assert consumer.run_once() == 2  # no exception escapes
+    assert [m.body for m in handler.batches[0]] == ["good"]
+    [dead] = receive_all(sqs, queues.dlq_url)
+    assert dead["Body"] == "deep"
+    assert dead["MessageAttributes"]["FailureReason"]["StringValue"].startswith(
+        "could not decode: RecursionError: maximum recursion depth exceeded")
+    assert counts(sqs, queues.url) == (0, 0)
+
+
+class FlakySqs:
+    """The real client, except that its first receive raises an error botocore never raises."""
+
+    def __init__(self, sqs):
+        self.sqs, self.failed = sqs, False
+
+    def receive_message(self, **kwargs):
+        if not self.failed:
+            self.failed = True
+            raise MemoryError("a bug, not an outage")
+        return self.sqs.receive_message(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.sqs, name)
+
+
+def test_no_error_ends_the_loop(sqs, queues):
+    send(sqs, queues.url, "a")
+    handler = Recorder()
+    consumer = Consumer(queues.url, handler, options=options(wait_time=0), sqs=FlakySqs(sqs))
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not handler.batches and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert thread.is_alive()
+    consumer.stop(1)
+    thread.join(10)
+    assert [m.body for batch in handler.batches for m in batch] == ["a"]
+
+
+def test_the_dlq_forward_counts_attribute_bytes_and_cuts_the_reason_not_the_body(sqs, queues):
+    from worker.aws import SQS_MAX_MESSAGE_BYTES, sqs_message_size
+
+    attributes = {"JobType": {"DataType": "String", "StringValue": "lab_categorization"},
+                  "Blob": {"DataType": "Binary", "BinaryValue": b"\x00" * 100}}
+    body = "x" * (SQS_MAX_MESSAGE_BYTES - 400)
+    [message_id] = send(sqs, queues.url, body, attributes=attributes)
+    assert sqs_message_size(body, attributes) <= SQS_MAX_MESSAGE_BYTES
+    reason = "contract violation: " + "why " * 500
+
+    def decode(message):
+        raise PoisonMessage(reason)
+
+    forwarded: list[dict] = []
+    sqs.meta.events.register("provide-client-params.sqs.SendMessage", lambda params, **_: forwarded.append(params))
+    try:
+        Consumer(queues.url, Recorder(), decode=decode, options=options(), sqs=sqs).run_once()
+    finally:
+        sqs.meta.events.unregister("provide-client-params.sqs.SendMessage")
+    [params] = forwarded
+    assert params["MessageBody"] == body
+    assert sqs_message_size(params["MessageBody"], params["MessageAttributes"]) <= SQS_MAX_MESSAGE_BYTES
+    kept = params["MessageAttributes"]["FailureReason"]["StringValue"]
+    assert reason.startswith(kept.removesuffix("…")) and len(kept) < len(reason)
+    assert params["MessageAttributes"]["SourceMessageId"]["StringValue"] == message_id
+    [dead] = receive_all(sqs, queues.dlq_url)
+    assert dead["Body"] == body
