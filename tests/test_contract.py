@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.aws import sqs_message_size
+from worker.consumer import sqs_message_size
 from worker.contract import SCHEMA_VERSION, InvalidJobError, decode_job, new_job
 
 TESTS = [{"test_name": "Hemoglobin", "test_value": "14.5", "test_unit": "g/dL"},

@@ -11,8 +11,6 @@ from botocore.config import Config
 
 # Without any configured region boto3 refuses to build a client; us-east-1 is its usual fallback.
 FALLBACK_REGION = "us-east-1"
-# SQS counts the body and the message attributes against one 256 KiB limit.
-SQS_MAX_MESSAGE_BYTES = 256 * 1024
 RETRY_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=5, read_timeout=30)
 
 
@@ -26,11 +24,3 @@ def session(profile: str | None = None, region: str | None = None) -> boto3.sess
 def client(service: str, profile: str | None = None, region: str | None = None, config: Config | None = None):
     return session(profile, region).client(service, config=RETRY_CONFIG.merge(config) if config else RETRY_CONFIG)
 
-
-def sqs_message_size(body: str, attributes: dict[str, dict]) -> int:
-    """Bytes SQS counts against its size limit: the body plus each attribute's name, type and value."""
-    size = len(body.encode())
-    for name, attribute in attributes.items():
-        size += len(name.encode()) + len(attribute["DataType"].encode())
-        size += len(attribute.get("StringValue", "").encode()) + len(attribute.get("BinaryValue", b""))
-    return size

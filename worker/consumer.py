@@ -43,13 +43,13 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from worker.aws import SQS_MAX_MESSAGE_BYTES, sqs_message_size
-
 log = logging.getLogger(__name__)
 
 SQS_MAX_BATCH = 10
 SQS_MAX_VISIBILITY = 43200
 SQS_MAX_MESSAGE_ATTRIBUTES = 10
+# SQS counts the body and the message attributes against one 256 KiB limit.
+SQS_MAX_MESSAGE_BYTES = 256 * 1024
 MAX_REASON_LENGTH = 4000
 RECEIVE_ERROR_PAUSE_MAX = 30.0
 
@@ -147,6 +147,15 @@ class ConsumerStats:
 class _QueueInfo:
     dlq_url: str | None
     max_receive_count: int | None
+
+
+def sqs_message_size(body: str, attributes: Mapping[str, Mapping[str, Any]]) -> int:
+    """Bytes SQS counts against its size limit: the body plus each attribute's name, type and value."""
+    size = len(body.encode())
+    for name, attribute in attributes.items():
+        size += len(name.encode()) + len(attribute["DataType"].encode())
+        size += len(attribute.get("StringValue", "").encode()) + len(attribute.get("BinaryValue", b""))
+    return size
 
 
 def _dead_letter_attributes(message: Message, body: str, reason: str) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker import aws
-from worker.aws import SQS_MAX_MESSAGE_BYTES, sqs_message_size
+from worker.consumer import SQS_MAX_MESSAGE_BYTES, sqs_message_size
 from worker.contract import InvalidJobError, LabCategorizationJob, new_job
 
 log = logging.getLogger(__name__)

@@ -303,7 +303,7 @@ def test_no_error_ends_the_loop(sqs, queues):
 
 
 def test_the_dlq_forward_counts_attribute_bytes_and_cuts_the_reason_not_the_body(sqs, queues):
-    from worker.aws import SQS_MAX_MESSAGE_BYTES, sqs_message_size
+    from worker.consumer import SQS_MAX_MESSAGE_BYTES, sqs_message_size
 
     attributes = {"JobType": {"DataType": "String", "StringValue": "lab_categorization"},
                   "Blob": {"DataType": "Binary", "BinaryValue": b"\x00" * 100}}
