@@ -20,9 +20,12 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
   with a long poll, so a priority message is always taken first.
 - While the handler works (in a worker thread), the consumer's thread extends the batch's
   visibility every ``heartbeat`` seconds, so a slow batch is never handed to a second consumer.
-- ``ready()`` (optional): after a batch in which every message failed, the consumer calls it,
-  with a growing pause, before it receives again, so that an outage of what the handler
-  depends on does not burn the receive counts of the whole queue.
+- ``ready()`` (optional): is what the handler depends on able to do its work? Each receive
+  spends one of a message's receives, so the consumer does not receive while it is not: it
+  calls ``ready()`` before receiving whenever no batch has succeeded for ``ready_max_age``
+  seconds, and after a batch in which every message failed; while it says no, the consumer
+  probes again with a growing pause and receives nothing. An outage then costs a message at
+  most the receive during which it began, whichever worker held it.
 - ``stop()``: stop receiving, let the batch in work finish within ``shutdown_deadline`` seconds,
   release whatever is unfinished with visibility 0 (visible to the next consumer at once), return.
   If the handler is still running at the deadline, ``abandoned`` is set: the handler must be
@@ -127,6 +130,9 @@ class ConsumerOptions:
     retry_backoff_max: float = 300.0
     shutdown_deadline: float = 90.0
     dlq_url: str | None = None
+    # Shorter than the first retry backoff: a message given back at an outage's start is not
+    # received again by a worker that has not yet met the outage.
+    ready_max_age: float = 1.0
 
     def backoff(self, receive_count: int) -> int:
         """Seconds a failed message stays invisible: retry_backoff doubling with each receive, capped."""
@@ -205,6 +211,7 @@ class Consumer:
         self.on_busy, self.on_idle, self.on_poll = on_busy, on_idle, on_poll
         self.ready = ready
         self._suspect = False
+        self._healthy_at = float("-inf")  # when a batch last succeeded or ready() last said yes
         self.stats = ConsumerStats()
         self.abandoned = False
         self._stopping = threading.Event()
@@ -235,7 +242,8 @@ class Consumer:
                                             "visibility_timeout": self.options.visibility_timeout})
         pause = 1.0
         while not self.stopping:
-            if self._suspect:
+            if self.ready is not None and (
+                    self._suspect or time.monotonic() - self._healthy_at > self.options.ready_max_age):
                 self._wait_until_ready()
                 continue
             try:
@@ -443,6 +451,8 @@ class Consumer:
         # A batch that failed as a whole points at a dependency (a database outage): check it is
         # back before receiving more, rather than spending every queued message's receive count.
         self._suspect = bool(failed) and not finished and self.ready is not None
+        if finished:
+            self._healthy_at = time.monotonic()
         if self.stopping:
             # Shutting down: a failed message is better retried at once by the next consumer.
             self._release(failed)
@@ -452,6 +462,7 @@ class Consumer:
     def _wait_until_ready(self) -> None:
         """Probe ``ready()`` with a growing pause, without receiving, until it passes or stop()."""
         pause = 1.0
+        waited = False
         while not self.stopping:
             try:
                 ok = bool(self.ready())
@@ -459,9 +470,12 @@ class Consumer:
                 ok = False
                 log.debug("readiness probe raised", extra={"error": repr(error)})
             if ok:
-                log.info("dependencies ready again: resuming")
+                if waited or self._suspect:
+                    log.info("dependencies ready again: resuming")
                 self._suspect = False
+                self._healthy_at = time.monotonic()
                 return
+            waited = True
             log.warning("a dependency is unavailable: not receiving; checking again in %.0f s", pause)
             self._stopping.wait(pause)
             pause = min(pause * 2, RECEIVE_ERROR_PAUSE_MAX)

@@ -228,20 +228,27 @@ def test_messages_received_after_stop_are_released(sqs, queues):
 def test_after_a_batch_fails_as_a_whole_the_consumer_waits_for_readiness_before_receiving(sqs, queues):
     send(sqs, queues.url, "a")
     database_up = threading.Event()
+    database_up.set()
     probes: list[bool] = []
 
     def ready():
         probes.append(database_up.is_set())
         return database_up.is_set()
 
-    handler = Recorder(lambda m: done() if database_up.is_set() else retry("database down"))
+    def fails_then_takes_the_database_down(message):
+        if len(handler.batches) == 1:
+            database_up.clear()  # the outage begins while the first batch is in work
+            return retry("database down")
+        return done()
+
+    handler = Recorder(fails_then_takes_the_database_down)
     consumer = Consumer(queues.url, handler, options=options(wait_time=0, retry_backoff=0), sqs=sqs, ready=ready)
     thread = threading.Thread(target=consumer.run)
     thread.start()
     try:
         time.sleep(2.5)
         assert len(handler.batches) == 1  # not received again although visible at once (backoff 0)
-        assert probes and not any(probes)
+        assert probes[0] and not any(probes[1:]) and len(probes) >= 2
         database_up.set()
         deadline = time.monotonic() + 10
         while counts(sqs, queues.url) != (0, 0) and time.monotonic() < deadline:
@@ -250,6 +257,28 @@ def test_after_a_batch_fails_as_a_whole_the_consumer_waits_for_readiness_before_
         consumer.stop(1)
         thread.join(10)
     assert len(handler.batches) == 2 and counts(sqs, queues.url) == (0, 0)
+
+
+def test_while_not_ready_nothing_is_received_and_no_receive_is_spent(sqs, queues):
+    send(sqs, queues.url, "a")
+    database_up = threading.Event()
+    handler = Recorder()
+    consumer = Consumer(queues.url, handler, options=options(wait_time=0, ready_max_age=0.5), sqs=sqs,
+                        ready=database_up.is_set)
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    try:
+        time.sleep(2)
+        assert handler.batches == []
+        assert counts(sqs, queues.url) == (1, 0)
+        database_up.set()
+        deadline = time.monotonic() + 10
+        while not handler.batches and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        consumer.stop(1)
+        thread.join(10)
+    assert handler.batches[0][0].receive_count == 1  # its first receive, after the wait
 
 
 def test_a_decoder_that_raises_unexpectedly_dead_letters_that_message_alone(sqs, queues):

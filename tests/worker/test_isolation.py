@@ -197,7 +197,10 @@ def test_names_without_letters_or_digits_never_read_the_memory(db, mapping_engin
 # -- a database that answers SELECT 1 but refuses writes -------------------------------------------
 @contextmanager
 def select_only_role(pg_url: str):
-    """A login role that may read the worker's tables but not write them (a revoked grant)."""
+    """A login role that may read the worker's tables but not write them (a revoked grant).
+
+    Yields its URL and a function that grants (``True``) or revokes (``False``) its writes.
+    """
     role = f"mlw_ro_{uuid.uuid4().hex[:8]}"
     admin = make_engine(pg_url, isolation_level="AUTOCOMMIT")
     database = sqlalchemy.engine.make_url(pg_url).database
@@ -207,13 +210,14 @@ def select_only_role(pg_url: str):
         connection.execute(text(f'grant usage on schema public to "{role}"'))
         connection.execute(text(f'grant select on all tables in schema public to "{role}"'))
 
-    def grant_writes() -> None:
+    def writes(allowed: bool) -> None:
+        verb = "grant" if allowed else "revoke"
         with admin.connect() as connection:
-            connection.execute(text(f'grant insert, update on lab_jobs, lab_test_results, lab_test_mappings '
-                                    f'to "{role}"'))
+            connection.execute(text(f'{verb} insert, update on lab_jobs, lab_test_results, lab_test_mappings '
+                                    f'{"to" if allowed else "from"} "{role}"'))
 
     try:
-        yield sqlalchemy.engine.make_url(pg_url).set(username=role), grant_writes
+        yield sqlalchemy.engine.make_url(pg_url).set(username=role), writes
     finally:
         with admin.connect() as connection:
             connection.execute(text("select pg_terminate_backend(pid) from pg_stat_activity where usename = :r"),
@@ -224,12 +228,12 @@ def select_only_role(pg_url: str):
 
 
 def test_readiness_tests_a_write_not_a_ping(db, pg_url):
-    with select_only_role(pg_url) as (url, grant_writes):
+    with select_only_role(pg_url) as (url, writes):
         engine = make_engine(url)
         try:
             assert repo.ping(engine)  # it answers SELECT 1 ...
             assert not repo.ready(engine)  # ... but would refuse the worker's writes
-            grant_writes()
+            writes(True)
             assert repo.ready(engine)
         finally:
             engine.dispose()
@@ -244,23 +248,28 @@ def test_readiness_tests_a_write_not_a_ping(db, pg_url):
 
 def test_while_the_database_refuses_writes_the_worker_pauses_without_spending_receives(
         sqs, queues, db, pg_url, run_worker, waiter):
-    jobs = [new_job(70, n, TESTS) for n in range(1, 6)]
-    for job in jobs:
-        send(sqs, queues.url, job)
-    with select_only_role(pg_url) as (url, grant_writes):
-        refused = make_engine(url)
+    before = [new_job(70, n, TESTS) for n in range(1, 3)]
+    during = [new_job(71, n, TESTS) for n in range(1, 6)]
+    everything = {j.job_id: ("done", 2) for j in before + during}
+    with select_only_role(pg_url) as (url, writes):
+        writes(True)
+        engine = make_engine(url)
         try:
-            with run_worker(database=refused, retry_backoff=1, retry_backoff_max=2) as worker:
-                waiter(lambda: worker.consumer.stats.retried >= 1, what="the first refused batch")
-                # With a ping for readiness, receives went on every 1-2 s and the backlog reached the
-                # DLQ within seconds. Now the worker waits, probing, without receiving.
-                received = worker.consumer.stats.received
+            with run_worker(database=engine, retry_backoff=1, retry_backoff_max=2) as worker:
+                for job in before:
+                    send(sqs, queues.url, job)
+                waiter(lambda: statuses(db, [j.job_id for j in before]) == {j.job_id: ("done", 2) for j in before},
+                       what="the jobs before the grant is revoked")
+                writes(False)  # the database still answers SELECT 1
+                for job in during:
+                    send(sqs, queues.url, job)
+                # With a ping for readiness the worker kept receiving every 1-2 s and these jobs reached
+                # the DLQ within seconds. Now it spends at most the receive in which it met the refusal.
                 time.sleep(8)
-                assert worker.consumer.stats.received == received
                 assert depth(sqs, queues.dlq_url) == (0, 0)
-                grant_writes()
-                waiter(lambda: statuses(db, [j.job_id for j in jobs]) == {j.job_id: ("done", 2) for j in jobs},
-                       what="the jobs once writes are allowed")
+                assert worker.consumer.stats.received - len(before) <= len(during)
+                writes(True)
+                waiter(lambda: statuses(db, list(everything)) == everything, what="the jobs once writes are allowed")
         finally:
-            refused.dispose()
+            engine.dispose()
     assert dlq_messages(sqs, queues.dlq_url) == []

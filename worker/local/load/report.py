@@ -40,7 +40,7 @@ class LoadReport:
                 f"done={v.done_jobs} lost={len(v.lost)} duplicated={len(v.duplicated)} "
                 f"dlq={v.poison_in_dlq}/{self.poison} poison"
                 f"{'' if not v.poison_extra_copies else f' (+{v.poison_extra_copies} extra copies)'}"
-                f"{'' if not v.good_in_dlq else f' +{v.good_in_dlq} good'} "
+                f" good_in_dlq={v.good_in_dlq} "
                 f"queues_left={sum(v.queue_left)} wall={self.wall_s:.1f}s "
                 f"[worker events: {', '.join(f'{k}={self.events.get(k, 0)}' for k in EVENT_NAMES)}] "
                 f"result={'PASS' if self.ok else 'FAIL'}")
