@@ -31,6 +31,13 @@ def test_workload_has_every_fault_kind_and_is_seeded():
             assert order.index(("job_raw", document)) < position
 
 
+def test_no_poison_marker_is_part_of_another():
+    """The checker finds a poison message by its marker in the body: "...-1" must not match "...-10"."""
+    markers = list(plan_workload(2000, seed=3).poison)
+    assert len(markers) >= 50
+    assert not [(a, b) for a in markers for b in markers if a != b and a in b]
+
+
 @pytest.mark.timeout(420)
 def test_sixty_jobs_under_faults_lose_and_duplicate_nothing(pg_url, packaged_model_dir):
     # pg_url gates the test on PostgreSQL being up (skip locally, fail in CI); the run uses its

@@ -98,7 +98,7 @@ def plan_workload(jobs: int, seed: int = 2026, poison_per_kind: int | None = Non
     per_kind = {kind: poison_per_kind for kind in POISON_KINDS} | {"bad_id": max(4, jobs // 100)}
     for kind, count in per_kind.items():
         for number in range(count):
-            marker = f"poison-{run}-{kind}-{number}"
+            marker = f"poison-{run}-{kind}-{number:04d}"  # fixed width: no marker is a prefix of another
             poison[marker] = kind
             if kind == "not_json":
                 body = f"{{'job_type': 'lab_categorization', truncated {marker}"
