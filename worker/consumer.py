@@ -25,7 +25,10 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
   calls ``ready()`` before receiving whenever no batch has succeeded for ``ready_max_age``
   seconds, and after a batch in which every message failed; while it says no, the consumer
   probes again with a growing pause and receives nothing. An outage then costs a message at
-  most the receive during which it began, whichever worker held it.
+  most the receive during which it began, whichever worker held it; and not even that one: a
+  batch that failed as a whole while ``ready()`` says no is given back as fresh copies (receive
+  count 0, delayed by the backoff) and the originals deleted, since the outage, not the
+  messages, failed it.
 - ``stop()``: stop receiving, let the batch in work finish within ``shutdown_deadline`` seconds,
   release whatever is unfinished with visibility 0 (visible to the next consumer at once), return.
   If the handler is still running at the deadline, ``abandoned`` is set: the handler must be
@@ -39,7 +42,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 SQS_MAX_BATCH = 10
 SQS_MAX_VISIBILITY = 43200
+SQS_MAX_DELAY = 900
 SQS_MAX_MESSAGE_ATTRIBUTES = 10
 # SQS counts the body and the message attributes against one 256 KiB limit.
 SQS_MAX_MESSAGE_BYTES = 256 * 1024
@@ -147,6 +151,7 @@ class ConsumerStats:
     retried: int = 0
     dead_lettered: int = 0
     released: int = 0
+    requeued: int = 0
 
 
 @dataclass(slots=True)
@@ -164,6 +169,21 @@ def sqs_message_size(body: str, attributes: Mapping[str, Mapping[str, Any]]) -> 
     return size
 
 
+def _own_attributes(message: Message, skip: Collection[str] = (), room: int = SQS_MAX_MESSAGE_ATTRIBUTES
+                    ) -> dict[str, dict[str, Any]]:
+    """The message's attributes as SendMessage takes them (at most ``room``, none named in ``skip``)."""
+    attributes: dict[str, dict[str, Any]] = {}
+    for name, value in message.message_attributes.items():
+        if name in skip or len(attributes) >= room:
+            continue
+        kept = {"DataType": value["DataType"]}
+        for key in ("StringValue", "BinaryValue"):
+            if key in value:
+                kept[key] = value[key]
+        attributes[name] = kept
+    return attributes
+
+
 def _dead_letter_attributes(message: Message, body: str, reason: str) -> dict[str, dict[str, Any]]:
     """The message's own attributes plus ours, the reason cut to what fits beside the body."""
     ours = {
@@ -171,15 +191,7 @@ def _dead_letter_attributes(message: Message, body: str, reason: str) -> dict[st
         "SourceMessageId": {"DataType": "String", "StringValue": message.message_id},
         "SourceQueueUrl": {"DataType": "String", "StringValue": message.queue_url},
     }
-    attributes: dict[str, dict[str, Any]] = {}
-    for name, value in message.message_attributes.items():
-        if name in ours or len(attributes) >= SQS_MAX_MESSAGE_ATTRIBUTES - len(ours):
-            continue
-        kept = {"DataType": value["DataType"]}
-        for key in ("StringValue", "BinaryValue"):
-            if key in value:
-                kept[key] = value[key]
-        attributes[name] = kept
+    attributes = _own_attributes(message, skip=ours, room=SQS_MAX_MESSAGE_ATTRIBUTES - len(ours))
     attributes.update(ours)
     room = SQS_MAX_MESSAGE_BYTES - sqs_message_size(body, attributes)
     while room < 16 and len(attributes) > len(ours):  # a body at the limit: its own attributes give way
@@ -391,6 +403,36 @@ class Consumer:
                 retry_in=self.options.backoff(message.receive_count), error=reasons.get(message.message_id),
                 final_attempt=message.final_attempt))
 
+    def _requeue(self, messages: Sequence[Message], reasons: Mapping[str, str]) -> None:
+        """Give failed messages back as fresh copies (receive count 0), delayed by their backoff, and
+        delete the originals: a message that failed because a dependency was down has not used up
+        one of its receives. Whatever cannot be copied is retried as usual. A copy sent whose
+        original could not be deleted is a duplicate delivery, which the handler must tolerate."""
+        copied: list[Message] = []
+        for chunk in self._batches(messages):
+            try:
+                response = self.sqs.send_message_batch(QueueUrl=chunk[0].queue_url, Entries=[
+                    {"Id": str(i), "MessageBody": m.body, "MessageAttributes": _own_attributes(m),
+                     "DelaySeconds": min(self.options.backoff(m.receive_count), SQS_MAX_DELAY)}
+                    for i, m in enumerate(chunk)])
+            except (BotoCoreError, ClientError) as error:
+                log.warning("could not give messages back as fresh copies", extra={"error": repr(error)})
+                continue
+            copied.extend(chunk[int(entry["Id"])] for entry in response.get("Successful", []))
+        for message in copied:
+            log.warning("message given back as a fresh copy: it failed because a dependency is down",
+                        extra=message.log_fields(error=reasons.get(message.message_id)))
+        self.stats.requeued += len(copied)
+        self._delete(copied)
+        given_back = {m.message_id for m in copied}
+        self._schedule_retry([m for m in messages if m.message_id not in given_back], reasons)
+
+    def _probe(self) -> bool:
+        try:
+            return bool(self.ready())
+        except Exception:  # a probe that raises means "not ready"
+            return False
+
     def _dead_letter(self, message: Message, reason: str) -> bool:
         """Send a poison message to the DLQ with its reason, then delete it from its queue."""
         dlq_url = self._queue_info(message.queue_url).dlq_url
@@ -456,6 +498,9 @@ class Consumer:
         if self.stopping:
             # Shutting down: a failed message is better retried at once by the next consumer.
             self._release(failed)
+        elif self._suspect and not self._probe():
+            # The dependency is down now: the failure is the outage's, not the messages'.
+            self._requeue(failed, reasons)
         else:
             self._schedule_retry(failed, reasons)
 
@@ -464,12 +509,7 @@ class Consumer:
         pause = 1.0
         waited = False
         while not self.stopping:
-            try:
-                ok = bool(self.ready())
-            except Exception as error:  # a probe that raises means "not ready"
-                ok = False
-                log.debug("readiness probe raised", extra={"error": repr(error)})
-            if ok:
+            if self._probe():
                 if waited or self._suspect:
                     log.info("dependencies ready again: resuming")
                 self._suspect = False

@@ -93,7 +93,8 @@ class Worker:
         consumer = self.consumer.stats
         log.info("stats", extra={**self.stats.snapshot(), "received": consumer.received,
                                  "deleted": consumer.deleted, "retried": consumer.retried,
-                                 "dead_lettered": consumer.dead_lettered, "released": consumer.released})
+                                 "dead_lettered": consumer.dead_lettered, "released": consumer.released,
+                                 "requeued": consumer.requeued})
 
 
 def build_worker(settings: WorkerSettings, db, engine, sqs=None) -> Worker:

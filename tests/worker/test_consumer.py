@@ -358,3 +358,27 @@ def test_the_dlq_forward_counts_attribute_bytes_and_cuts_the_reason_not_the_body
     assert params["MessageAttributes"]["SourceMessageId"]["StringValue"] == message_id
     [dead] = receive_all(sqs, queues.dlq_url)
     assert dead["Body"] == body
+
+
+def test_a_batch_failed_by_an_outage_is_given_back_without_spending_its_receives(sqs, queues):
+    send(sqs, queues.url, "a", "b", attributes={"JobType": {"DataType": "String", "StringValue": "x"}})
+    handler = Recorder(lambda message: retry("database down"))
+    consumer = Consumer(queues.url, handler, options=options(retry_backoff=1), sqs=sqs, ready=lambda: False)
+    consumer.run_once()
+    assert consumer.stats.requeued == 2 and consumer.stats.retried == 0
+    time.sleep(1.5)  # the copies are delayed by the backoff
+    copies = receive_all(sqs, queues.url, wait=1)
+    assert sorted(m["Body"] for m in copies) == ["a", "b"]
+    assert all(m["Attributes"]["ApproximateReceiveCount"] == "1" for m in copies)  # counting afresh
+    assert all(m["MessageAttributes"]["JobType"]["StringValue"] == "x" for m in copies)
+
+
+def test_a_batch_that_fails_while_its_dependency_is_up_spends_its_receive(sqs, queues):
+    send(sqs, queues.url, "a")
+    handler = Recorder(lambda message: retry("a bug"))
+    consumer = Consumer(queues.url, handler, options=options(retry_backoff=1), sqs=sqs, ready=lambda: True)
+    consumer.run_once()
+    assert consumer.stats.requeued == 0 and consumer.stats.retried == 1
+    time.sleep(1.5)
+    [again] = receive_all(sqs, queues.url, wait=1)
+    assert again["Attributes"]["ApproximateReceiveCount"] == "2"  # on its way to the DLQ after 3

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from worker.local.load.verify import Verdict
 
 # Log events counted across all workers, to show which paths the faults exercised.
-EVENT_NAMES = ("retried", "released", "dead_lettered", "duplicate_acks")
+EVENT_NAMES = ("retried", "released", "dead_lettered", "duplicate_acks", "requeued")
 
 
 def log(message: str) -> None:

@@ -104,6 +104,7 @@ EVENT_PATTERNS = {
     "released": re.compile(r'"message": "message released"'),
     "dead_lettered": re.compile(r'"message": "message dead-lettered"'),
     "duplicate_acks": re.compile(r'"message": "job already done'),
+    "requeued": re.compile(r'"message": "message given back as a fresh copy'),
 }
 
 
