@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from opsctl import render
 from opsctl.errors import AWS_ERRORS, DENIED_CODES, SEND_DENIED_HINT, OpsError, error_code, is_unsupported
+from opsctl.guards import check_same_environment, confirm_production
 from opsctl.options import DlqUrlOpt, JsonOpt, PriorityQueueUrlOpt, QueueUrlOpt, examples
 from opsctl.queues import queue_attributes, queue_name
 from opsctl.state import State, get_state
@@ -53,12 +54,20 @@ def _release(state: State, url: str, messages: list[dict]) -> None:
             pass
 
 
+def _parsed(body: str):
+    """The body as JSON when it is JSON that can be shown again; else the text (a poison body may be
+    nested deeper than Python's recursion allows)."""
+    try:
+        parsed = json.loads(body)
+        json.dumps(parsed, indent=2)
+    except (ValueError, RecursionError):
+        return body
+    return parsed
+
+
 def describe_message(message: dict) -> dict:
     system = message.get("Attributes", {})
-    try:
-        body = json.loads(message.get("Body", ""))
-    except ValueError:
-        body = message.get("Body", "")
+    body = _parsed(message.get("Body", ""))
     reason = _attribute(message, "FailureReason")
     return {
         "message_id": message["MessageId"],
@@ -218,9 +227,12 @@ def _progress(state: State) -> Progress:
                     disable=state.json or not render.console(stderr=True).is_terminal, transient=False)
 
 
-def run_redrive(state: State, limit: int | None, dry_run: bool) -> dict:
+def run_redrive(state: State, limit: int | None, dry_run: bool, yes: bool = False) -> dict:
     dlq_url = state.resources.get("dlq_url")
     main_url = state.resources.get("queue_url")
+    check_same_environment(state, "dlq_url", "queue_url")
+    if not dry_run:
+        confirm_production(state, "queue_url", "Move the DLQ's messages into", "not redriven", yes)
     priority_url = state.resources.optional("priority_queue_url")
     dlq = queue_attributes(state, dlq_url, ["QueueArn", "ApproximateNumberOfMessages"])
     main = queue_attributes(state, main_url, ["QueueArn"])
@@ -250,11 +262,13 @@ def run_redrive(state: State, limit: int | None, dry_run: bool) -> dict:
     return data
 
 
-@app.command(epilog=examples("opsctl dlq redrive --dry-run", "opsctl dlq redrive", "opsctl dlq redrive --max 10"))
+@app.command(epilog=examples("opsctl dlq redrive --dry-run", "opsctl dlq redrive", "opsctl dlq redrive --max 10",
+                             "opsctl --env production dlq redrive --yes"))
 def redrive(
     ctx: typer.Context,
     max_messages: Annotated[int | None, typer.Option("--max", min=1, help="Move at most N messages.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would move; move nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before moving into production.")] = False,
     dlq_url: DlqUrlOpt = None,
     queue_url: QueueUrlOpt = None,
     priority_queue_url: PriorityQueueUrlOpt = None,
@@ -266,10 +280,11 @@ def redrive(
     otherwise moves message by message, deleting from the DLQ only after the send succeeded,
     so nothing is lost if it is interrupted. Moving message by message, a message the worker
     dead-lettered goes back to the queue in its SourceQueueUrl (main or priority); everything
-    else, and everything the message-move task moves, goes to the main queue.
+    else, and everything the message-move task moves, goes to the main queue. Into production it
+    asks first (--yes to skip); between two environments' queues it refuses.
     """
     state = get_state(ctx, json_output, dlq_url=dlq_url, queue_url=queue_url, priority_queue_url=priority_queue_url)
-    render.redrive(state, run_redrive(state, max_messages, dry_run))
+    render.redrive(state, run_redrive(state, max_messages, dry_run, yes))
 
 
 @app.command(epilog=examples("opsctl dlq purge", "opsctl --env staging dlq purge --yes"))
@@ -283,7 +298,8 @@ def purge(
     state = get_state(ctx, json_output, dlq_url=dlq_url)
     url = state.resources.get("dlq_url")
     count = int(queue_attributes(state, url, ["ApproximateNumberOfMessages"]).get("ApproximateNumberOfMessages", 0))
-    if not yes and not typer.confirm(f"Purge {count} message(s) from {queue_name(url)}? This cannot be undone"):
+    if not yes and not typer.confirm(f"Purge {count} message(s) from {render.clean(queue_name(url))}? "
+                                     "This cannot be undone", err=True):
         raise OpsError("not purged", hint="pass --yes to purge without asking")
     state.client("sqs").purge_queue(QueueUrl=url)
     render.purge(state, {"queue": url, "approximate_messages": count, "purged": True})

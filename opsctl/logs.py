@@ -19,13 +19,19 @@ app = typer.Typer(help="The worker's logs.", no_args_is_help=True,
                   epilog=examples("opsctl logs tail --since 1h", "opsctl logs tail --follow"))
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# CloudWatch Logs keeps events at most ten years.
+MAX_SINCE_S = 3653 * 86400
 
 
 def parse_since(value: str) -> int:
     """'10m', '2h', '1d', '90s' or an ISO time -> epoch milliseconds."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", value)
     if match:
-        return int((time.time() - int(match.group(1)) * UNITS[match.group(2)]) * 1000)
+        seconds = int(match.group(1)) * UNITS[match.group(2)]
+        if seconds > MAX_SINCE_S:
+            raise typer.BadParameter(f"{value!r} reaches further back than the ten years CloudWatch keeps logs "
+                                     "(at most 3653d)", param_hint="'--since'")
+        return int((time.time() - seconds) * 1000)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -33,6 +39,9 @@ def parse_since(value: str) -> int:
                                  param_hint="'--since'") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    if moment.timestamp() < time.time() - MAX_SINCE_S:
+        raise typer.BadParameter(f"{value!r} is further back than the ten years CloudWatch keeps logs",
+                                 param_hint="'--since'")
     return int(moment.timestamp() * 1000)
 
 

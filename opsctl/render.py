@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,18 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 DASH = "—"
+# C0 controls but tab, DEL and C1: what a terminal would act on (cursor moves, titles, colours).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def clean(value: Any) -> str:
+    """Text from logs and messages, with every control character shown as \\xNN instead of acted on."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(value))
+
+
+def safe(value: Any) -> str:
+    """Text for a rich markup string: control characters shown, markup escaped."""
+    return escape(clean(value))
 
 
 def console(stderr: bool = False) -> Console:
@@ -32,14 +45,14 @@ def emit_json(data: Any) -> None:
 
 
 def error(message: str, hint: str | None) -> None:
-    line = f"opsctl: error: {message}" + (f" (hint: {hint})" if hint else "")
+    line = clean(f"opsctl: error: {message}" + (f" (hint: {hint})" if hint else ""))
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
 
 def note(text: str) -> None:
     """Side remarks go to stderr so that stdout stays parseable."""
-    console(stderr=True).print(escape(text))
+    console(stderr=True).print(safe(text))
 
 
 def say(text: str) -> None:
@@ -77,7 +90,7 @@ def age(seconds: float | None) -> str:
 
 
 def text(value: Any) -> str:
-    return DASH if value in (None, "") else escape(str(value))
+    return DASH if value in (None, "") else safe(value)
 
 
 def _table(title: str | None, *columns: str) -> Table:
@@ -157,7 +170,7 @@ def redrive(state, data: dict) -> None:
     verb = "would move" if data["dry_run"] else "moved"
     count = data["available"] if data["dry_run"] else data["moved"]
     line = f"{verb} {count} message(s) from {data['dlq']} to {data['destination']} ({data['method']})"
-    console().print(escape(line))
+    console().print(safe(line))
     for remark in data.get("notes", []):
         note(remark)
 
@@ -165,7 +178,7 @@ def redrive(state, data: dict) -> None:
 def purge(state, data: dict) -> None:
     if state.json:
         return emit_json(data)
-    console().print(escape(f"purged {data['queue']} ({data['approximate_messages']} message(s)); "
+    console().print(safe(f"purged {data['queue']} ({data['approximate_messages']} message(s)); "
                            "SQS finishes purging within 60 seconds"))
 
 
@@ -184,7 +197,7 @@ def log_line(event: dict) -> str:
     except ValueError:
         record = None
     if not isinstance(record, dict):
-        return f"[dim]{when(event.get('timestamp'))}[/dim] {escape(raw)}"
+        return f"[dim]{when(event.get('timestamp'))}[/dim] {safe(raw)}"
     stamp = record.get("ts") or record.get("timestamp") or record.get("time") or event.get("timestamp")
     level = str(record.get("level") or record.get("levelname") or "").upper()
     style = LEVEL_STYLES.get(level, "")
@@ -192,18 +205,18 @@ def log_line(event: dict) -> str:
     extras = [f"{key}={record[key]}" for key in KNOWN_KEYS if record.get(key) not in (None, "")]
     extras += [f"{key}={value}" for key, value in record.items()
                if key not in SKIP_KEYS and key not in KNOWN_KEYS and value not in (None, "")]
-    level_text = f"[{style}]{level:<7}[/{style}]" if style else escape(f"{level:<7}")
-    tail = ("  [cyan]" + escape(" ".join(str(e) for e in extras)) + "[/cyan]") if extras else ""
-    line = f"[dim]{when(stamp)}[/dim] {level_text} {escape(str(message))}{tail}"
+    level_text = f"[{style}]{level:<7}[/{style}]" if style else safe(f"{level:<7}")
+    tail = ("  [cyan]" + safe(" ".join(str(e) for e in extras)) + "[/cyan]") if extras else ""
+    line = f"[dim]{safe(when(stamp))}[/dim] {level_text} {safe(message)}{tail}"
     if record.get("exception"):  # the traceback under its line, indented
-        line += "\n" + "\n".join("    " + escape(part) for part in str(record["exception"]).splitlines())
+        line += "\n" + "\n".join("    " + safe(part) for part in str(record["exception"]).splitlines())
     return line
 
 
 def log_events(state, events: list[dict]) -> None:
     if state.json:
-        for event in events:
-            sys.stdout.write(event.get("message", "").rstrip("\n") + "\n")
+        for event in events:  # raw, but never a raw control character (JSON lines carry theirs escaped)
+            sys.stdout.write(clean(event.get("message", "").rstrip("\n")) + "\n")
         sys.stdout.flush()
         return
     out = console()
@@ -216,7 +229,7 @@ def sent(state, data: dict, final: bool) -> None:
     """The send's receipt; with --json only when nothing follows (--wait prints one document at the end)."""
     if state.json:
         return emit_json(data) if final else None
-    console().print(escape(f"sent job {data['job_id']} as message {data['message_id']} to {data['queue_url']}"))
+    console().print(safe(f"sent job {data['job_id']} as message {data['message_id']} to {data['queue_url']}"))
 
 
 def job_outcome(state, data: dict) -> None:
@@ -224,7 +237,7 @@ def job_outcome(state, data: dict) -> None:
         return emit_json(data)
     out = console()
     detail = f" ({data['detail']})" if data.get("detail") else ""
-    out.print(escape(f"job {data['job_id']}: {data['status']}{detail}"))
+    out.print(safe(f"job {data['job_id']}: {data['status']}{detail}"))
     if data.get("results"):
         table = _table(None, "#", "test", "value", "unit", "category", "LOINC", "LOINC name", "confidence",
                        "method", "review")
@@ -245,9 +258,9 @@ def service_status(state, data: dict) -> None:
     s = data["service"]
     strategy = ", ".join(f"{c['capacityProvider']} (weight {c.get('weight', 0)})"
                          for c in s.get("capacity_provider_strategy") or []) or s.get("launch_type") or DASH
-    out.print(escape(f"{s['name']} on {s['cluster']}: {s['status']}, desired {s['desired']}, running {s['running']}, "
+    out.print(safe(f"{s['name']} on {s['cluster']}: {s['status']}, desired {s['desired']}, running {s['running']}, "
                      f"pending {s['pending']}"))
-    out.print(escape(f"task definition {s['task_definition']}; capacity {strategy}"))
+    out.print(safe(f"task definition {s['task_definition']}; capacity {strategy}"))
     table = _table("Deployments", "id", "status", "rollout", "desired", "running", "pending", "failed",
                    "task definition", "updated")
     for d in data["deployments"]:
@@ -272,7 +285,7 @@ def service_status(state, data: dict) -> None:
 def redeploy_progress(state, snapshot: dict) -> None:
     if state.json:
         return
-    console().print(escape(f"{snapshot['elapsed_s']:>4}s  rollout {snapshot['rollout_state']}: running "
+    console().print(safe(f"{snapshot['elapsed_s']:>4}s  rollout {snapshot['rollout_state']}: running "
                            f"{snapshot['running']}/{snapshot['desired']}, pending {snapshot['pending']}, "
                            f"failed {snapshot['failed']}, deployments {snapshot['deployments']}"))
 
@@ -280,7 +293,7 @@ def redeploy_progress(state, snapshot: dict) -> None:
 def redeploy(state, data: dict) -> None:
     if state.json:
         return emit_json(data)
-    console().print(escape(f"{data['service']}: {data['outcome']} (deployment {data['deployment_id']})"))
+    console().print(safe(f"{data['service']}: {data['outcome']} (deployment {data['deployment_id']})"))
 
 
 # -- scaling ----------------------------------------------------------------------------------
@@ -290,10 +303,10 @@ def scaling(state, data: dict) -> None:
     out = console()
     t = data["target"]
     if t is None:
-        out.print(escape(f"No scalable target registered for {data['resource_id']}."))
+        out.print(safe(f"No scalable target registered for {data['resource_id']}."))
     else:
         suspended = [k for k, v in (t.get("suspended") or {}).items() if v]
-        out.print(escape(f"{data['resource_id']}: capacity {t['min']}..{t['max']}"
+        out.print(safe(f"{data['resource_id']}: capacity {t['min']}..{t['max']}"
                          + (f", suspended: {', '.join(suspended)}" if suspended else "")))
     policies = _table("Policies", "policy", "type", "adjustments", "alarms")
     for p in data["policies"]:
@@ -323,9 +336,9 @@ def doctor(state, data: dict) -> None:
         mark = "[green]PASS[/green]" if check["ok"] else "[red]FAIL[/red]"
         if check.get("warning"):
             mark = "[yellow]WARN[/yellow]"
-        line = f"{mark}  {check['name']:<16} {escape(check['detail'])}"
+        line = f"{mark}  {check['name']:<16} {safe(check['detail'])}"
         if (not check["ok"] or check.get("warning")) and check.get("hint"):
-            line += f"  [dim](hint: {escape(check['hint'])})[/dim]"
+            line += f"  [dim](hint: {safe(check['hint'])})[/dim]"
         out.print(line)
     failed = sum(1 for c in data["checks"] if not c["ok"])
     warned = sum(1 for c in data["checks"] if c.get("warning"))
@@ -361,12 +374,12 @@ def review_list(state, data: dict, backlog: dict) -> None:
     else:
         table = _table(None, "group (printed as)", "results", "docs", "seen", f"best {LISTED_CANDIDATES} candidates")
         for item in data["items"]:
-            group = escape(_group(item["name"], item["unit"]))
-            group += "\n[dim]" + escape(", ".join(item["examples"])) + "[/dim]"
+            group = safe(_group(item["name"], item["unit"]))
+            group += "\n[dim]" + safe(", ".join(item["examples"])) + "[/dim]"
             seen = " to ".join(dict.fromkeys(when(item[k])[:10] for k in ("first_seen", "last_seen")))
             shown = item["candidates"][:LISTED_CANDIDATES]
             table.add_row(group, str(item["results"]), str(item["documents"]), seen,
-                          escape("\n".join(candidate(c) for c in shown)) or DASH)
+                          safe("\n".join(candidate(c) for c in shown)) or DASH)
         table.caption = f"{len(data['items'])} of {backlog['groups']} group(s), {backlog['results']} result(s) waiting"
         out.print(table)
         out.print("[dim]decide a group: opsctl review resolve NAME [--unit U] (--code CODE | --no-code)[/dim]")
@@ -379,7 +392,7 @@ def review_decided(state, data: dict) -> None:
     if state.json:
         return emit_json(data)
     target = f"{data['code']} {data['loinc_name']}" if data["code"] else "no code"
-    console().print(escape(f"decision #{data['decision']}: {data['name']!r} [{data['unit'] or '-'}] -> {target} "
+    console().print(safe(f"decision #{data['decision']}: {data['name']!r} [{data['unit'] or '-'}] -> {target} "
                            f"({data['category']}); {data['results_changed']} result(s) changed"))
 
 
@@ -390,7 +403,7 @@ def review_undone(state, data: dict) -> None:
             f"{_mapping(data['memory'])}; {data['restored']} result(s) restored")
     if data["later_results"]:
         line += f", {data['later_results']} later result(s) {data['later_results_action']}"
-    console().print(escape(line))
+    console().print(safe(line))
 
 
 def review_history(state, data: dict) -> None:

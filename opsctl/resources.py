@@ -120,6 +120,9 @@ class Resolver:
         if self.flags.get(key):
             found = Resolved(self.flags[key], f"flag {spec.flag}")
         elif os.environ.get(spec.env_var):
+            from opsctl.guards import check_env_variable
+
+            check_env_variable(key, os.environ[spec.env_var], env)  # a shell left set for another environment
             found = Resolved(os.environ[spec.env_var], f"env {spec.env_var}")
         else:
             name = SSM_PREFIX.format(env=env) + spec.ssm

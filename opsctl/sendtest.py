@@ -13,10 +13,11 @@ import typer
 
 from opsctl import render
 from opsctl.errors import DENIED_CODES, SEND_DENIED_HINT, OpsError, error_code
+from opsctl.guards import confirm_production
 from opsctl.options import DlqUrlOpt, JsonOpt, PriorityQueueUrlOpt, QueueUrlOpt, examples
 from opsctl.queues import queue_attributes
 from opsctl.state import State, get_state
-from worker.contract import InvalidJobError, new_job
+from worker.contract import MAX_ID, TEST_DOCUMENT_ID, TEST_USER_ID, InvalidJobError, new_job
 from worker.producer import MLWorkerClient, MLWorkerError
 
 SAMPLE_TESTS = [
@@ -52,31 +53,42 @@ def load_tests(path: Path | None) -> list[Any]:
     return tests
 
 
-def database_url(explicit: str | None) -> str | None:
-    if explicit:
-        return explicit
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
+def database_url(explicit: str | None):
+    """The results database as the worker finds it (the same normalisation): the flag, DATABASE_URL, or
+    POSTGRES_HOST/PORT/DB/USER/PASSWORD; None when none is set. A bad URL is a usage error."""
+    from worker.store.db import database_url as normalised
+    from worker.store.db import postgres_url
+
+    raw = explicit or os.environ.get("DATABASE_URL")
+    if raw:
+        try:
+            return normalised(raw)
+        except ValueError as error:  # the message never repeats the URL: it holds the password
+            raise typer.BadParameter(str(error), param_hint="'--database-url' / DATABASE_URL") from None
     host = os.environ.get("POSTGRES_HOST")
     if not host:
         return None
-    from sqlalchemy.engine import URL
+    try:
+        port = int(os.environ.get("POSTGRES_PORT", "5432"))
+    except ValueError:
+        raise typer.BadParameter("must be a port number", param_hint="POSTGRES_PORT") from None
+    return postgres_url(host, port, os.environ.get("POSTGRES_DB"), os.environ.get("POSTGRES_USER"),
+                        os.environ.get("POSTGRES_PASSWORD"))
 
-    return URL.create("postgresql+psycopg2", username=os.environ.get("POSTGRES_USER"),
-                      password=os.environ.get("POSTGRES_PASSWORD"), host=host,
-                      port=int(os.environ.get("POSTGRES_PORT", "5432")),
-                      database=os.environ.get("POSTGRES_DB")).render_as_string(hide_password=False)
 
-
-def send(state: State, user_id: int, document_id: int, tests: list[Any], priority: str) -> dict:
+def send(state: State, user_id: int, document_id: int, tests: list[Any], priority: str, yes: bool) -> dict:
     queue_url = state.resources.get("queue_url")
     priority_url = state.resources.optional("priority_queue_url")
     try:
         job = new_job(user_id, document_id, tests, priority)
-        client = MLWorkerClient(queue_url, priority_url, enabled=True, sqs=state.client("sqs"))
-        message_id = client.send_job(job)
     except InvalidJobError as error:
-        raise OpsError(f"invalid job: {error}", hint="see the job contract in DESIGN.md") from None
+        raise OpsError(f"invalid job: {error}", hint="the job contract: README, 'Sending a job from the API'") \
+            from None
+    client = MLWorkerClient(queue_url, priority_url, enabled=True, sqs=state.client("sqs"))
+    destination = "priority_queue_url" if client.queue_for(job.priority) == priority_url else "queue_url"
+    confirm_production(state, destination, "Send a test job to", "not sent", yes)
+    try:
+        message_id = client.send_job(job, test=True)
     except MLWorkerError as error:
         cause = error.__cause__
         if cause is not None and "NonExistentQueue" in str(cause):
@@ -92,13 +104,14 @@ def send(state: State, user_id: int, document_id: int, tests: list[Any], priorit
 
 
 # -- following the job --------------------------------------------------------------------------
-def _database(url: str):
+def _database(url):
     """(engine, None) when the database answers and has lab_jobs; (None, why not) otherwise."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
     try:
-        engine = create_engine(url, connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
+        engine = create_engine(url, connect_args={"connect_timeout": 5}
+                               if url.get_backend_name() == "postgresql" else {})
     except (SQLAlchemyError, ImportError, ValueError) as error:
         return None, f"unusable database URL ({type(error).__name__})"
     try:
@@ -176,8 +189,10 @@ def follow_in_queue(state: State, sent: dict, timeout: float, interval: float, r
 
 def send_test(
     ctx: typer.Context,
-    user_id: Annotated[int, typer.Option("--user-id", min=1, help="User id of the test job.")] = 123,
-    document_id: Annotated[int, typer.Option("--document-id", min=1, help="Document id of the test job.")] = 456,
+    user_id: Annotated[int, typer.Option("--user-id", min=1, max=MAX_ID, help="User id of the test job "
+                                         "(default: the id reserved for tests).")] = TEST_USER_ID,
+    document_id: Annotated[int, typer.Option("--document-id", min=1, max=MAX_ID, help="Document id of the test "
+                                             "job (default: the id reserved for tests).")] = TEST_DOCUMENT_ID,
     tests_file: Annotated[Path | None, typer.Option("--tests", help="JSON file: a list of tests, or a job "
                                                     "with \"tests\" (default: the guide's sample).")] = None,
     priority: Annotated[Priority, typer.Option("--priority", help="High goes to the priority queue if there "
@@ -187,24 +202,27 @@ def send_test(
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between checks.")] = 2,
     db_url: Annotated[str | None, typer.Option("--database-url", help="Results database (default: DATABASE_URL "
                                                "or POSTGRES_HOST/PORT/DB/USER/PASSWORD).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before sending to production.")] = False,
     queue_url: QueueUrlOpt = None,
     priority_queue_url: PriorityQueueUrlOpt = None,
     dlq_url: DlqUrlOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Send the guide's sample job (user 123, document 456: Hemoglobin 14.5 g/dL, WBC Count 7.2 K/uL).
+    """Send the guide's sample job (Hemoglobin 14.5 g/dL, WBC Count 7.2 K/uL) as a test job.
 
-    Goes through the producer client, as the API does, and prints the job and message ids.
+    Goes through the producer client, as the API does, and prints the job and message ids. The
+    job goes to the user and document ids reserved for tests and carries the Test attribute, so
+    the worker records it as a test (lab_jobs.is_test). Production asks first (--yes to skip).
     With --wait, follows the job in the database (lab_jobs, lab_test_results) when reachable,
     else through the queue, and prints the results.
     """
     tests = load_tests(tests_file)
+    url = database_url(db_url) if wait else None  # a bad URL is refused before anything is sent
     state = get_state(ctx, json_output, queue_url=queue_url, priority_queue_url=priority_queue_url, dlq_url=dlq_url)
-    sent = send(state, user_id, document_id, tests, priority.value)
+    sent = send(state, user_id, document_id, tests, priority.value, yes)
     render.sent(state, sent, final=not wait)
     if not wait:
         return
-    url = database_url(db_url)
     engine, reason = _database(url) if url else (None, "no database configured")
     if engine is not None:
         try:
@@ -222,4 +240,4 @@ def send_test(
 def register(root: typer.Typer) -> None:
     root.command("send-test", epilog=examples(
         "opsctl send-test", "opsctl send-test --wait", "opsctl send-test --tests report.json --priority high",
-        "opsctl --env staging send-test --user-id 7 --document-id 99 --json"))(send_test)
+        "opsctl --env staging send-test --json", "opsctl --env production send-test --yes --wait"))(send_test)

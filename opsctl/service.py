@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from opsctl import render
 from opsctl.errors import AWS_ERRORS, OpsError, is_unsupported
+from opsctl.guards import confirm_production
 from opsctl.options import ClusterOpt, JsonOpt, ServiceOpt, examples
 from opsctl.state import State, get_state
 
@@ -131,12 +132,17 @@ def redeploy(
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until stable or failed.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait with --wait.")] = 900,
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between checks.")] = 10,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before redeploying production.")] = False,
     cluster: ClusterOpt = None,
     service: ServiceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Force a new deployment of the worker service (same task definition, fresh tasks)."""
+    """Force a new deployment of the worker service (same task definition, fresh tasks).
+
+    Production asks first (--yes to skip).
+    """
     state = get_state(ctx, json_output, cluster=cluster, service=service)
+    confirm_production(state, "service", "Redeploy the service", "not redeployed", yes)
     current = describe_service(state)
     updated = state.client("ecs").update_service(cluster=state.resources.get("cluster"),
                                                  service=current["serviceName"], forceNewDeployment=True)["service"]
@@ -147,4 +153,5 @@ def redeploy(
 
 
 def register(root: typer.Typer) -> None:
-    root.command(epilog=examples("opsctl redeploy", "opsctl redeploy --wait --timeout 600"))(redeploy)
+    root.command(epilog=examples("opsctl redeploy", "opsctl redeploy --wait --timeout 600",
+                                 "opsctl --env production redeploy --yes"))(redeploy)

@@ -1,15 +1,18 @@
 """The producer client against a moto server over HTTP: what lands in the queue, and every refusal."""
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from worker.contract import InvalidJobError
 from worker.producer import (
+    DEFAULT_SEND_ATTEMPTS,
+    DEFAULT_SEND_TIMEOUT,
     JobSendError,
     MLWorkerClient,
     MLWorkerConfigError,
@@ -87,7 +90,11 @@ def test_high_priority_without_a_priority_queue_uses_the_main_queue(sqs, queues)
         ({"tests": [{"test_name": "x" * 201}]}, "tests.0.test_name"),
         ({"tests": [{"test_value": "1"}]}, "tests.0.test_name"),
         ({"priority": "urgent"}, "priority"),
-        ({"tests": [{"test_name": "Hemoglobin", "test_value": "v" * 1000}] * 300}, "tests"),
+        ({"tests": [{"test_name": "Hemoglobin", "test_value": "v" * 200, "test_unit": "u" * 50}] * 900}, "tests"),
+        ({"tests": None}, "tests"),
+        ({"user_id": True}, "user_id"),
+        ({"document_id": 2**63}, "document_id"),
+        ({"tests": [{"test_name": "Hb\x00"}]}, "tests.0.test_name"),
     ],
 )
 def test_bad_input_names_the_field_and_sends_nothing(sqs, queues, kwargs, field):
@@ -100,7 +107,7 @@ def test_bad_input_names_the_field_and_sends_nothing(sqs, queues, kwargs, field)
 
 
 def test_oversized_message_error_mentions_the_limit(queues):
-    tests = [{"test_name": "Hemoglobin", "test_value": "v" * 1000}] * 300
+    tests = [{"test_name": "Hemoglobin", "test_value": "v" * 200, "test_unit": "u" * 50}] * 900
     with pytest.raises(InvalidJobError, match="over the SQS limit of 262144"):
         MLWorkerClient(queues.url).send_lab_categorization_job(1, 2, tests)
 
@@ -123,15 +130,84 @@ def test_sqs_failure_is_raised_as_one_error_type_with_the_cause(aws, queues):
     assert isinstance(caught.value.__cause__, ClientError)
 
 
-def test_transient_failures_are_retried_by_boto3_standard_mode(aws, queues):
-    sqs = boto3.client("sqs", endpoint_url="http://127.0.0.1:9",
-                       config=__import__("worker.aws", fromlist=["RETRY_CONFIG"]).RETRY_CONFIG)
+def test_transient_failures_are_retried_by_boto3_standard_mode(aws, queues, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    client = MLWorkerClient(queues.url)
     attempts = []
-    sqs.meta.events.register("before-send.sqs.SendMessage", lambda **kw: attempts.append(1))
+    client.sqs.meta.events.register("before-send.sqs.SendMessage", lambda **kw: attempts.append(1))
     with pytest.raises(JobSendError) as caught:
-        MLWorkerClient(queues.url, sqs=sqs).send_lab_categorization_job(1, 2, SAMPLE)
-    assert len(attempts) == 5  # standard mode, total_max_attempts=5
+        client.send_lab_categorization_job(1, 2, SAMPLE)
+    assert len(attempts) == DEFAULT_SEND_ATTEMPTS == 2  # standard mode, a retry, then the API hears of it
     assert "Could not connect" in str(caught.value.__cause__)
+
+
+@pytest.fixture
+def silent_endpoint():
+    """An endpoint that accepts connections and never answers; counts the connections."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def _send_in_thread(client) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def send():
+        try:
+            client.send_lab_categorization_job(1, 2, SAMPLE)
+        except Exception as error:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_an_endpoint_that_never_answers_fails_the_send_within_the_deadline(aws, queues, silent_endpoint,
+                                                                          monkeypatch):
+    url, accepted = silent_endpoint
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    client = MLWorkerClient(queues.url)
+    config = client.sqs.meta.config
+    # Every attempt's connect and read timeouts fit the total deadline (what an API request can wait).
+    assert DEFAULT_SEND_ATTEMPTS * (config.connect_timeout + config.read_timeout) <= DEFAULT_SEND_TIMEOUT <= 10
+    thread, outcome = _send_in_thread(client)
+    thread.join(DEFAULT_SEND_TIMEOUT + 20)  # generous for a busy machine; the old client took 150 s
+    assert not thread.is_alive(), "the send was still blocked"
+    assert isinstance(outcome.get("error"), JobSendError)
+    assert len(accepted) == DEFAULT_SEND_ATTEMPTS
+
+
+def test_the_send_deadline_is_configurable(aws, queues, silent_endpoint, monkeypatch):
+    url, accepted = silent_endpoint
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    monkeypatch.setenv("ML_WORKER_ENABLED", "true")
+    monkeypatch.setenv("ML_WORKER_SQS_QUEUE_URL", queues.url)
+    monkeypatch.setenv("ML_WORKER_SEND_TIMEOUT", "1")
+    monkeypatch.setenv("ML_WORKER_SEND_ATTEMPTS", "1")
+    client = MLWorkerClient.from_env()
+    assert client.sqs.meta.config.read_timeout + client.sqs.meta.config.connect_timeout <= 1
+    thread, outcome = _send_in_thread(client)
+    thread.join(20)
+    assert not thread.is_alive() and isinstance(outcome.get("error"), JobSendError)
+    assert len(accepted) == 1
+    monkeypatch.setenv("ML_WORKER_SEND_TIMEOUT", "soon")
+    with pytest.raises(MLWorkerConfigError, match="ML_WORKER_SEND_TIMEOUT"):
+        MLWorkerClient.from_env()
 
 
 def test_importing_the_producer_imports_no_ml_library():

@@ -23,3 +23,4 @@ def session(profile: str | None = None, region: str | None = None) -> boto3.sess
 
 def client(service: str, profile: str | None = None, region: str | None = None, config: Config | None = None):
     return session(profile, region).client(service, config=RETRY_CONFIG.merge(config) if config else RETRY_CONFIG)
+

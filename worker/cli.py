@@ -13,6 +13,7 @@ from worker.local import bench
 from worker.mapping import cli as mapping_cli
 
 app = typer.Typer(
+    cls=commands.WorkerGroup,  # every failure is one line on stderr
     help="The ML worker. With no command it runs the SQS consumer.",
     no_args_is_help=False,
     add_completion=False,

@@ -1,4 +1,5 @@
-"""Worker runtime commands: db upgrade, healthcheck, selfcheck, demo, memory set.
+"""Worker runtime commands: db upgrade, healthcheck, selfcheck, demo, memory set; and :func:`run_cli`,
+the one place where any command's failure becomes one line on stderr.
 
 Each command imports its heavy modules inside its body, so ``--help`` and ``healthcheck`` stay fast.
 """
@@ -6,8 +7,18 @@ Each command imports its heavy modules inside its body, so ``--help`` and ``heal
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
+
+try:  # Typer 0.2x ships its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older Typer on top of click
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
+from worker.settings import ConfigError, describe_validation_error, load_settings
 
 db_app = typer.Typer(help="The worker's database: migrations.", no_args_is_help=True)
 memory_app = typer.Typer(help="The mapping memory: reviewed (manual) mappings.", no_args_is_help=True)
@@ -24,18 +35,16 @@ def db_upgrade(
     The worker also runs this at start, under the same lock (see worker.store.db.upgrade): a
     separate step is optional, and several tasks starting at once never race.
     """
-    from worker.settings import WorkerSettings
+    from alembic.util import CommandError
+
     from worker.store.db import make_engine, upgrade
 
-    settings = WorkerSettings(database_url_env=database_url) if database_url else WorkerSettings()
-    try:
-        url = settings.database_url()
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
-    engine = make_engine(url)
+    settings = load_settings(database_url_env=database_url) if database_url else load_settings()
+    engine = make_engine(settings.database_url())
     try:
         current = upgrade(engine, revision)
+    except CommandError as error:  # an unknown revision: the operator's input
+        raise typer.BadParameter(str(error), param_hint="'REVISION'") from None
     finally:
         engine.dispose()
     typer.echo(f"database at revision {current}")
@@ -46,9 +55,8 @@ def healthcheck(
 ) -> None:
     """Exit non-zero when the worker loop has not made progress recently (the image's HEALTHCHECK)."""
     from worker.health import HealthFile
-    from worker.settings import WorkerSettings
 
-    settings = WorkerSettings()
+    settings = load_settings()
     healthy, detail = HealthFile(settings.health_file).check(max_age or settings.health_max_age or 380)
     typer.echo(("healthy: " if healthy else "unhealthy: ") + detail, err=not healthy)
     raise typer.Exit(0 if healthy else 1)
@@ -112,11 +120,12 @@ def memory_set(
     """Record a reviewed mapping: it wins over the model for this normalised (name, unit)."""
     from worker.mapping.engine import MappingEngine
     from worker.mapping.types import CATEGORIES, LabTestQuery
-    from worker.settings import WorkerSettings
     from worker.store.db import make_engine
-    from worker.store.repository import set_manual_mapping
+    from worker.store.repository import set_manual_mapping, usable_key
 
-    engine = MappingEngine.load(WorkerSettings().model)
+    settings = load_settings()
+    url = settings.database_url()  # a configuration error before the model loads
+    engine = MappingEngine.load(settings.model)
     described = engine.describe(loinc_code)
     if described is None and category is None:
         typer.echo(f"error: {loinc_code} is not in the reference; give --category", err=True)
@@ -127,7 +136,11 @@ def memory_set(
         typer.echo(f"error: unknown category {category!r}", err=True)
         raise typer.Exit(2)
     row = manual_row(engine, LabTestQuery(test_name, unit), loinc_code, loinc_name, category)
-    db = make_engine(WorkerSettings().database_url())
+    if not usable_key(row.normalized_name):
+        # Every emoji, blank or punctuation-only name normalises to this same empty key.
+        raise typer.BadParameter("the name has no letters or digits, so it cannot key a mapping",
+                                 param_hint="'TEST_NAME'")
+    db = make_engine(url)
     try:
         set_manual_mapping(db, row)
     finally:
@@ -143,6 +156,47 @@ def manual_row(engine, query, loinc_code: str | None, loinc_name: str | None, ca
     return MemoryRow(normalized_name=name, unit_key=unit or "", category=category, loinc_code=loinc_code,
                      loinc_name=loinc_name, confidence=1.0, match_method="override", source="manual",
                      model_version=None)
+
+
+class WorkerGroup(TyperGroup):
+    """The worker CLI's root. Its ``main`` is the one place where a command's failure becomes one line
+    on stderr: exit 2 for usage and configuration, 1 for failures; never a traceback, and never a
+    configuration value (the environment holds the database password)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
+        try:
+            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                  standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else 0
+        except NoArgsIsHelpError as error:
+            code = error.exit_code  # the help was printed already
+        except ClickException as error:
+            code = _fail(error.format_message(), error.exit_code)
+        except typer.Abort:
+            code = _fail("aborted", 1)
+        except ConfigError as error:
+            code = _fail(f"configuration: {error}", 2)
+        except ValidationError as error:
+            code = _fail(f"configuration: {describe_validation_error(error)}", 2)
+        except Exception as error:  # noqa: BLE001 - every failure becomes one line, never a traceback
+            code = _fail(_describe(error), 1)
+        if standalone_mode:
+            raise SystemExit(code)
+        return code
+
+
+def _describe(error: Exception) -> str:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(error, SQLAlchemyError):  # the driver's own message, without SQLAlchemy's wrapping
+        cause = getattr(error, "orig", None) or error
+        return f"database: {type(cause).__name__}: {str(cause)[:300]}"
+    return f"{type(error).__name__}: {str(error)[:300]}"
+
+
+def _fail(message: str, code: int) -> int:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    return code
 
 
 def register(app: typer.Typer) -> None:

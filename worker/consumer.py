@@ -8,7 +8,9 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
 - ``decode(message)`` turns a message into its payload, or raises :class:`PoisonMessage`: such a
   message is never retried; the consumer sends it to the dead-letter queue itself (found from the
   source queue's RedrivePolicy, or ``options.dlq_url``) with the reason in the ``FailureReason``
-  attribute, then deletes it from the source queue.
+  attribute (cut to what fits SQS's size limit beside the body, never the body), then deletes it
+  from the source queue. A decoder that raises anything else has met a message it cannot read:
+  that message is poison too, with the error as its reason.
 - ``handler(messages)`` gets the batch's decoded messages and returns a :class:`Result` per
   message id: :func:`done` (deleted, in one batch call), :func:`retry` (left undeleted, its
   visibility set to a backoff that grows with its receive count; after the queue's
@@ -18,13 +20,20 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
   with a long poll, so a priority message is always taken first.
 - While the handler works (in a worker thread), the consumer's thread extends the batch's
   visibility every ``heartbeat`` seconds, so a slow batch is never handed to a second consumer.
-- ``ready()`` (optional): after a batch in which every message failed, the consumer calls it,
-  with a growing pause, before it receives again, so that an outage of what the handler
-  depends on does not burn the receive counts of the whole queue.
+- ``ready()`` (optional): is what the handler depends on able to do its work? Each receive
+  spends one of a message's receives, so the consumer does not receive while it is not: it
+  calls ``ready()`` before receiving whenever no batch has succeeded for ``ready_max_age``
+  seconds, and after a batch in which every message failed; while it says no, the consumer
+  probes again with a growing pause and receives nothing. An outage then costs a message at
+  most the receive during which it began, whichever worker held it; and not even that one: a
+  batch that failed as a whole while ``ready()`` says no is given back as fresh copies (receive
+  count 0, delayed by the backoff) and the originals deleted, since the outage, not the
+  messages, failed it.
 - ``stop()``: stop receiving, let the batch in work finish within ``shutdown_deadline`` seconds,
   release whatever is unfinished with visibility 0 (visible to the next consumer at once), return.
   If the handler is still running at the deadline, ``abandoned`` is set: the handler must be
   idempotent, since its messages will be delivered again.
+- No error ends ``run()``: what escapes a poll is logged and the loop pauses, then goes on.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -44,8 +53,11 @@ log = logging.getLogger(__name__)
 
 SQS_MAX_BATCH = 10
 SQS_MAX_VISIBILITY = 43200
+SQS_MAX_DELAY = 900
 SQS_MAX_MESSAGE_ATTRIBUTES = 10
-MAX_REASON_LENGTH = 1000
+# SQS counts the body and the message attributes against one 256 KiB limit.
+SQS_MAX_MESSAGE_BYTES = 256 * 1024
+MAX_REASON_LENGTH = 4000
 RECEIVE_ERROR_PAUSE_MAX = 30.0
 
 
@@ -122,6 +134,9 @@ class ConsumerOptions:
     retry_backoff_max: float = 300.0
     shutdown_deadline: float = 90.0
     dlq_url: str | None = None
+    # Shorter than the first retry backoff: a message given back at an outage's start is not
+    # received again by a worker that has not yet met the outage.
+    ready_max_age: float = 1.0
 
     def backoff(self, receive_count: int) -> int:
         """Seconds a failed message stays invisible: retry_backoff doubling with each receive, capped."""
@@ -136,12 +151,57 @@ class ConsumerStats:
     retried: int = 0
     dead_lettered: int = 0
     released: int = 0
+    requeued: int = 0
 
 
 @dataclass(slots=True)
 class _QueueInfo:
     dlq_url: str | None
     max_receive_count: int | None
+
+
+def sqs_message_size(body: str, attributes: Mapping[str, Mapping[str, Any]]) -> int:
+    """Bytes SQS counts against its size limit: the body plus each attribute's name, type and value."""
+    size = len(body.encode())
+    for name, attribute in attributes.items():
+        size += len(name.encode()) + len(attribute["DataType"].encode())
+        size += len(attribute.get("StringValue", "").encode()) + len(attribute.get("BinaryValue", b""))
+    return size
+
+
+def _own_attributes(message: Message, skip: Collection[str] = (), room: int = SQS_MAX_MESSAGE_ATTRIBUTES
+                    ) -> dict[str, dict[str, Any]]:
+    """The message's attributes as SendMessage takes them (at most ``room``, none named in ``skip``)."""
+    attributes: dict[str, dict[str, Any]] = {}
+    for name, value in message.message_attributes.items():
+        if name in skip or len(attributes) >= room:
+            continue
+        kept = {"DataType": value["DataType"]}
+        for key in ("StringValue", "BinaryValue"):
+            if key in value:
+                kept[key] = value[key]
+        attributes[name] = kept
+    return attributes
+
+
+def _dead_letter_attributes(message: Message, body: str, reason: str) -> dict[str, dict[str, Any]]:
+    """The message's own attributes plus ours, the reason cut to what fits beside the body."""
+    ours = {
+        "FailureReason": {"DataType": "String", "StringValue": ""},
+        "SourceMessageId": {"DataType": "String", "StringValue": message.message_id},
+        "SourceQueueUrl": {"DataType": "String", "StringValue": message.queue_url},
+    }
+    attributes = _own_attributes(message, skip=ours, room=SQS_MAX_MESSAGE_ATTRIBUTES - len(ours))
+    attributes.update(ours)
+    room = SQS_MAX_MESSAGE_BYTES - sqs_message_size(body, attributes)
+    while room < 16 and len(attributes) > len(ours):  # a body at the limit: its own attributes give way
+        dropped = next(name for name in attributes if name not in ours)
+        room += sqs_message_size("", {dropped: attributes.pop(dropped)})
+    reason = (reason or "unknown")[:MAX_REASON_LENGTH]
+    if len(reason.encode()) > room:
+        reason = reason.encode()[:max(0, room - 3)].decode(errors="ignore") + "…"
+    attributes["FailureReason"]["StringValue"] = reason
+    return attributes
 
 
 class Consumer:
@@ -163,6 +223,7 @@ class Consumer:
         self.on_busy, self.on_idle, self.on_poll = on_busy, on_idle, on_poll
         self.ready = ready
         self._suspect = False
+        self._healthy_at = float("-inf")  # when a batch last succeeded or ready() last said yes
         self.stats = ConsumerStats()
         self.abandoned = False
         self._stopping = threading.Event()
@@ -193,7 +254,8 @@ class Consumer:
                                             "visibility_timeout": self.options.visibility_timeout})
         pause = 1.0
         while not self.stopping:
-            if self._suspect:
+            if self.ready is not None and (
+                    self._suspect or time.monotonic() - self._healthy_at > self.options.ready_max_age):
                 self._wait_until_ready()
                 continue
             try:
@@ -201,6 +263,10 @@ class Consumer:
                 pause = 1.0
             except (BotoCoreError, ClientError) as error:
                 log.error("receiving failed; pausing %.0f s", pause, extra={"error": repr(error)})
+                self._stopping.wait(pause)
+                pause = min(pause * 2, RECEIVE_ERROR_PAUSE_MAX)
+            except Exception:  # a bug must not end the process: the queue keeps what was not deleted
+                log.exception("the consumer loop failed; pausing %.0f s", pause)
                 self._stopping.wait(pause)
                 pause = min(pause * 2, RECEIVE_ERROR_PAUSE_MAX)
         log.info("consumer stopped", extra={"abandoned": self.abandoned})
@@ -337,6 +403,36 @@ class Consumer:
                 retry_in=self.options.backoff(message.receive_count), error=reasons.get(message.message_id),
                 final_attempt=message.final_attempt))
 
+    def _requeue(self, messages: Sequence[Message], reasons: Mapping[str, str]) -> None:
+        """Give failed messages back as fresh copies (receive count 0), delayed by their backoff, and
+        delete the originals: a message that failed because a dependency was down has not used up
+        one of its receives. Whatever cannot be copied is retried as usual. A copy sent whose
+        original could not be deleted is a duplicate delivery, which the handler must tolerate."""
+        copied: list[Message] = []
+        for chunk in self._batches(messages):
+            try:
+                response = self.sqs.send_message_batch(QueueUrl=chunk[0].queue_url, Entries=[
+                    {"Id": str(i), "MessageBody": m.body, "MessageAttributes": _own_attributes(m),
+                     "DelaySeconds": min(self.options.backoff(m.receive_count), SQS_MAX_DELAY)}
+                    for i, m in enumerate(chunk)])
+            except (BotoCoreError, ClientError) as error:
+                log.warning("could not give messages back as fresh copies", extra={"error": repr(error)})
+                continue
+            copied.extend(chunk[int(entry["Id"])] for entry in response.get("Successful", []))
+        for message in copied:
+            log.warning("message given back as a fresh copy: it failed because a dependency is down",
+                        extra=message.log_fields(error=reasons.get(message.message_id)))
+        self.stats.requeued += len(copied)
+        self._delete(copied)
+        given_back = {m.message_id for m in copied}
+        self._schedule_retry([m for m in messages if m.message_id not in given_back], reasons)
+
+    def _probe(self) -> bool:
+        try:
+            return bool(self.ready())
+        except Exception:  # a probe that raises means "not ready"
+            return False
+
     def _dead_letter(self, message: Message, reason: str) -> bool:
         """Send a poison message to the DLQ with its reason, then delete it from its queue."""
         dlq_url = self._queue_info(message.queue_url).dlq_url
@@ -345,24 +441,10 @@ class Consumer:
                       extra=message.log_fields(reason=reason))
             self._change_visibility([message], lambda m: int(self.options.retry_backoff_max), "poison")
             return False
-        ours = {
-            "FailureReason": {"DataType": "String", "StringValue": reason[:MAX_REASON_LENGTH] or "unknown"},
-            "SourceMessageId": {"DataType": "String", "StringValue": message.message_id},
-            "SourceQueueUrl": {"DataType": "String", "StringValue": message.queue_url},
-        }
-        attributes: dict[str, dict[str, Any]] = {}
-        for name, value in message.message_attributes.items():
-            if name in ours or len(attributes) >= SQS_MAX_MESSAGE_ATTRIBUTES - len(ours):
-                continue
-            kept = {"DataType": value["DataType"]}
-            for key in ("StringValue", "BinaryValue"):
-                if key in value:
-                    kept[key] = value[key]
-            attributes[name] = kept
-        attributes.update(ours)
+        body = message.body or "(empty)"
+        attributes = _dead_letter_attributes(message, body, reason)
         try:
-            self.sqs.send_message(QueueUrl=dlq_url, MessageBody=message.body or "(empty)",
-                                  MessageAttributes=attributes)
+            self.sqs.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes=attributes)
         except (BotoCoreError, ClientError) as error:
             log.error("could not dead-letter the message; it will be retried",
                       extra=message.log_fields(reason=reason, error=repr(error)))
@@ -386,6 +468,8 @@ class Consumer:
                 message.payload = self.decode(message)
             except PoisonMessage as error:
                 self._dead_letter(message, error.reason)
+            except Exception as error:  # noqa: BLE001 - whatever breaks the decoder is this message's fault
+                self._dead_letter(message, f"could not decode: {type(error).__name__}: {error}")
             else:
                 decoded.append(message)
         if not decoded:
@@ -409,25 +493,29 @@ class Consumer:
         # A batch that failed as a whole points at a dependency (a database outage): check it is
         # back before receiving more, rather than spending every queued message's receive count.
         self._suspect = bool(failed) and not finished and self.ready is not None
+        if finished:
+            self._healthy_at = time.monotonic()
         if self.stopping:
             # Shutting down: a failed message is better retried at once by the next consumer.
             self._release(failed)
+        elif self._suspect and not self._probe():
+            # The dependency is down now: the failure is the outage's, not the messages'.
+            self._requeue(failed, reasons)
         else:
             self._schedule_retry(failed, reasons)
 
     def _wait_until_ready(self) -> None:
         """Probe ``ready()`` with a growing pause, without receiving, until it passes or stop()."""
         pause = 1.0
+        waited = False
         while not self.stopping:
-            try:
-                ok = bool(self.ready())
-            except Exception as error:  # a probe that raises means "not ready"
-                ok = False
-                log.debug("readiness probe raised", extra={"error": repr(error)})
-            if ok:
-                log.info("dependencies ready again: resuming")
+            if self._probe():
+                if waited or self._suspect:
+                    log.info("dependencies ready again: resuming")
                 self._suspect = False
+                self._healthy_at = time.monotonic()
                 return
+            waited = True
             log.warning("a dependency is unavailable: not receiving; checking again in %.0f s", pause)
             self._stopping.wait(pause)
             pause = min(pause * 2, RECEIVE_ERROR_PAUSE_MAX)

@@ -2,26 +2,55 @@
 
 One module that the producer, the worker and opsctl all import. It depends on pydantic only.
 Messages from the app's existing producer lack ``job_id`` and ``schema_version``; they parse
-too, and the SQS MessageId becomes the job id.
+too, and take a job id derived from their content, so a duplicate send stays one job.
+
+A message that decodes is one the store can hold: ids within PostgreSQL's BIGINT, strict
+integers (no bools, no strings), no control characters (tab aside) and bounded lengths in every
+text field. Anything else is refused here, with the field named, before it reaches a batch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 JOB_TYPE = "lab_categorization"
 SCHEMA_VERSION = 1
 PRIORITIES = ("low", "normal", "high")
 MAX_TEST_NAME_LENGTH = 200
-# SQS counts the body and the message attributes against one 256 KiB limit.
-SQS_MAX_MESSAGE_BYTES = 256 * 1024
+MAX_TEST_VALUE_LENGTH = 200
+MAX_TEST_UNIT_LENGTH = 50
+MAX_SPECIMEN_LENGTH = 100
+MAX_JOB_ID_LENGTH = 100
+MAX_TESTS = 1000
+# The store keeps ids in BIGINT columns.
+MAX_ID = 2**63 - 1
+# A message attribute that marks an operator's test job (opsctl send-test); the worker records it.
+TEST_ATTRIBUTE = "Test"
+# Operators' test jobs go to this user and document: no real user has them.
+TEST_USER_ID = MAX_ID
+TEST_DOCUMENT_ID = MAX_ID
 
 Priority = Literal["low", "normal", "high"]
+
+
+def _no_control_characters(value: str) -> str:
+    for character in value:
+        if (character < " " and character != "\t") or character == "\x7f":
+            raise ValueError(f"contains the control character U+{ord(character):04X}")
+    return value
+
+
+def _text(max_length: int, min_length: int = 0):
+    return Annotated[str, Field(min_length=min_length, max_length=max_length), AfterValidator(_no_control_characters)]
+
+
+Id = Annotated[int, Field(strict=True, gt=0, le=MAX_ID)]
 
 
 class InvalidJobError(ValueError):
@@ -42,10 +71,10 @@ class InvalidJobError(ValueError):
 class LabTest(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    test_name: str = Field(min_length=1, max_length=MAX_TEST_NAME_LENGTH)
-    test_value: str | None = None
-    test_unit: str | None = None
-    specimen: str | None = None
+    test_name: _text(MAX_TEST_NAME_LENGTH, min_length=1)
+    test_value: _text(MAX_TEST_VALUE_LENGTH) | None = None
+    test_unit: _text(MAX_TEST_UNIT_LENGTH) | None = None
+    specimen: _text(MAX_SPECIMEN_LENGTH) | None = None
 
     @field_validator("test_value", "test_unit", "specimen", mode="before")
     @classmethod
@@ -63,13 +92,13 @@ class LabCategorizationJob(BaseModel):
 
     job_type: Literal["lab_categorization"] = JOB_TYPE
     schema_version: Literal[1] = SCHEMA_VERSION
-    job_id: str | None = Field(default=None, min_length=1, max_length=100)
-    user_id: int = Field(gt=0)
-    document_id: int = Field(gt=0)
+    job_id: _text(MAX_JOB_ID_LENGTH, min_length=1) | None = None
+    user_id: Id
+    document_id: Id
     priority: Priority = "normal"
     submitted_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    test_count: int | None = Field(default=None, ge=1)
-    tests: list[LabTest] = Field(min_length=1)
+    test_count: int | None = Field(default=None, strict=True, ge=1, le=MAX_TESTS)
+    tests: list[LabTest] = Field(min_length=1, max_length=MAX_TESTS)
 
     @model_validator(mode="after")
     def _count_matches(self) -> LabCategorizationJob:
@@ -82,15 +111,29 @@ class LabCategorizationJob(BaseModel):
     def to_body(self) -> str:
         return self.model_dump_json()
 
-    def message_attributes(self) -> dict[str, dict[str, str]]:
-        return {
+    def message_attributes(self, test: bool = False) -> dict[str, dict[str, str]]:
+        attributes = {
             "JobType": {"DataType": "String", "StringValue": self.job_type},
             "Priority": {"DataType": "String", "StringValue": self.priority},
             "UserId": {"DataType": "Number", "StringValue": str(self.user_id)},
         }
+        if test:
+            attributes[TEST_ATTRIBUTE] = {"DataType": "String", "StringValue": "true"}
+        return attributes
+
+    def fingerprint(self) -> str:
+        """A digest of what the job asks for (user, document, tests): equal for a redelivery, not for a
+        different job that reuses the id. Priority and submission time are not the job's content."""
+        return content_fingerprint(self.user_id, self.document_id,
+                                   [test.model_dump(exclude_none=True) for test in self.tests])
 
 
-def new_job(user_id: int, document_id: int, tests: list[Any], priority: str = "normal") -> LabCategorizationJob:
+def content_fingerprint(user_id: int, document_id: int, tests: list[dict[str, Any]]) -> str:
+    canonical = json.dumps([user_id, document_id, tests], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def new_job(user_id: int, document_id: int, tests: Any, priority: str = "normal") -> LabCategorizationJob:
     """Build and validate a new job; raises InvalidJobError naming the bad field."""
     try:
         return LabCategorizationJob(
@@ -104,36 +147,39 @@ def new_job(user_id: int, document_id: int, tests: list[Any], priority: str = "n
         raise InvalidJobError.from_validation(error) from None
 
 
-def decode_job(body: str | bytes, message_id: str) -> LabCategorizationJob:
-    """Parse an SQS body into a job. Raises InvalidJobError for anything the worker cannot do.
+def _shown(value: Any) -> str:
+    """A value quoted in a reason, cut short: a reason never carries a 200 KB field."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
-    Legacy messages (no job_id) take the SQS message id as their job id.
+
+def decode_job(body: str | bytes, message_id: str) -> LabCategorizationJob:
+    """Parse an SQS body into a job. Raises InvalidJobError, and nothing else, for anything the worker
+    cannot do or the store cannot hold.
+
+    Legacy messages (no job_id) take a job id derived from their content (``message_id`` is kept
+    for the caller's logs only), so that sending the same legacy job twice writes one result set.
     """
     try:
         payload = json.loads(body)
+    except RecursionError:
+        raise InvalidJobError("body", "JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidJobError("body", f"not JSON ({error})") from None
+        raise InvalidJobError("body", f"not JSON ({_shown(str(error))[1:-1]})") from None
     if not isinstance(payload, dict):
         raise InvalidJobError("body", "not a JSON object")
     job_type = payload.get("job_type", JOB_TYPE)
     if job_type != JOB_TYPE:
-        raise InvalidJobError("job_type", f"unknown job type {job_type!r}")
+        raise InvalidJobError("job_type", f"unknown job type {_shown(job_type)}")
     version = payload.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise InvalidJobError("schema_version", f"unsupported schema version {version!r}")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise InvalidJobError("schema_version", f"unsupported schema version {_shown(version)}")
     try:
         job = LabCategorizationJob.model_validate(payload)
     except ValidationError as error:
         raise InvalidJobError.from_validation(error) from None
+    except RecursionError:
+        raise InvalidJobError("body", "JSON nested too deeply") from None
     if job.job_id is None:
-        job.job_id = message_id
+        job.job_id = "legacy-" + job.fingerprint()[:32]
     return job
-
-
-def message_size(body: str, attributes: dict[str, dict[str, str]]) -> int:
-    """Bytes SQS counts against its size limit: the body plus each attribute's name, type and value."""
-    size = len(body.encode())
-    for name, attribute in attributes.items():
-        size += len(name.encode()) + len(attribute["DataType"].encode())
-        size += len(attribute.get("StringValue", "").encode())
-    return size

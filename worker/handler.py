@@ -6,14 +6,21 @@ For a batch:
 1. each message is decoded with the job contract (the consumer's ``decode``): a message that is
    not JSON, breaks the contract or names an unknown job type is poison;
 2. the batch's jobs are claimed in ``lab_jobs`` (attempts + 1); a job already 'done' is a
-   redelivery: its message is acknowledged and nothing is written again;
+   redelivery: its message is acknowledged and nothing is written again. A job id that other
+   content holds (in the table, or earlier in the batch) is poison: "job_id reused with different
+   content". When the batch's claim fails while the database takes writes, the jobs are claimed
+   one by one, so that a job the store refuses is settled alone;
 3. every test is looked up in the mapping memory by the engine's normalised (name, unit): a
-   manual row wins, a model row of the current model version saves an inference;
+   manual row wins, a model row of the current model version saves an inference. A name without
+   letters or digits has no key: it never reads or writes the memory;
 4. the remaining tests of the whole batch go through ``engine.map`` in one call; confident model
    results are remembered;
 5. each job's results and its 'done' status are written in one transaction; a job whose write
    fails is retried (its last error recorded), the others complete. Each result carries the memory
    key it was looked up by and, when uncertain, the engine's candidates: a reviewer's work list.
+
+Whatever fails because of one job's data (the database refuses its values) makes that job
+poison, with the reason; whatever fails because of the database (down, read-only) is retried.
 """
 
 from __future__ import annotations
@@ -26,15 +33,17 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from worker.consumer import Message, PoisonMessage, Result, done, retry
-from worker.contract import InvalidJobError, LabCategorizationJob, LabTest, decode_job
+from worker.consumer import Message, PoisonMessage, Result, done, poison, retry
+from worker.contract import TEST_ATTRIBUTE, InvalidJobError, LabCategorizationJob, LabTest, decode_job
 from worker.mapping.types import LabTestQuery, MappingResult
 from worker.store import repository as repo
 
 log = logging.getLogger(__name__)
 
 MANUAL_MODEL_VERSION = "manual"
+REUSED_JOB_ID = "job_id reused with different content"
 
 
 def failure_reason(error: InvalidJobError) -> str:
@@ -56,7 +65,20 @@ def decode(message: Message) -> LabCategorizationJob:
         raise PoisonMessage(failure_reason(error)) from None
     message.context.update(job_id=job.job_id, user_id=job.user_id, document_id=job.document_id,
                            priority=job.priority)
+    if is_test(message):
+        message.context["test"] = True
     return job
+
+
+def is_test(message: Message) -> bool:
+    """An operator's test job (opsctl send-test marks it with a message attribute)."""
+    return message.message_attributes.get(TEST_ATTRIBUTE, {}).get("StringValue", "").lower() == "true"
+
+
+def refused_data(error: BaseException) -> bool:
+    """True when the database (or its driver) refused a job's values, not the connection or the write:
+    a BIGINT out of range, a NUL in text, a string it cannot encode. Retrying will never help."""
+    return isinstance(error, DataError) or (isinstance(error, ValueError) and not isinstance(error, SQLAlchemyError))
 
 
 @dataclass
@@ -95,6 +117,15 @@ def _queries(job: LabCategorizationJob) -> list[LabTestQuery]:
     return [_query(test) for test in job.tests]
 
 
+def _take(message: Message, fingerprints: dict[str, str], taken: list[Message]) -> bool:
+    """Add the message to ``taken`` unless its job id came with other content already."""
+    fingerprint = message.payload.fingerprint()
+    if fingerprints.setdefault(message.payload.job_id, fingerprint) != fingerprint:
+        return False
+    taken.append(message)
+    return True
+
+
 def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
 
@@ -110,16 +141,28 @@ class LabCategorizationHandler:
     decode = staticmethod(decode)
 
     def ready(self) -> bool:
-        """The consumer's readiness probe: is the database answering?"""
-        return repo.ping(self.db)
+        """The consumer's readiness probe: would the database take our writes?"""
+        return repo.ready(self.db)
 
     def __call__(self, messages: Sequence[Message]) -> dict[str, Result]:
+        results: dict[str, Result] = {}
+        remaining = list(messages)
+        while remaining:
+            # A job id sent with two contents in one batch: the first content is handled first, so
+            # the store knows it when the other's turn comes (it is then a redelivery, or refused).
+            fingerprints: dict[str, str] = {}
+            now: list[Message] = []
+            remaining = [message for message in remaining if not _take(message, fingerprints, now)]
+            results.update(self._handle(now, fingerprints))
+        return results
+
+    def _handle(self, messages: list[Message], fingerprints: dict[str, str]) -> dict[str, Result]:
         started = time.monotonic()
+        results: dict[str, Result] = {}
         by_job: dict[str, list[Message]] = {}
         for message in messages:
             by_job.setdefault(message.payload.job_id, []).append(message)
         jobs = {job_id: group[0].payload for job_id, group in by_job.items()}
-        results: dict[str, Result] = {}
 
         def settle(job_id: str, result: Result) -> None:
             for message in by_job[job_id]:
@@ -135,20 +178,32 @@ class LabCategorizationHandler:
             self.stats.add(failed=len(job_ids))
             return results
 
-        # 2. Claim the jobs; skip those already done.
+        def refuse(job_id: str, reason: str) -> None:
+            log.error("job refused: %s", reason, extra=by_job[job_id][0].log_fields())
+            settle(job_id, poison(reason))
+            self.stats.add(failed=1)
+
+        # 2. Claim the jobs; skip those already done, refuse those whose id other content holds.
         rows = {job.job_id: repo.JobRow(job_id=job.job_id, message_id=by_job[job.job_id][0].message_id,
                                         user_id=job.user_id, document_id=job.document_id, priority=job.priority,
-                                        test_count=len(job.tests))
+                                        test_count=len(job.tests), content_hash=fingerprints[job.job_id],
+                                        is_test=is_test(by_job[job.job_id][0]))
                 for job in jobs.values()}
-        try:
-            already_done = repo.claim_jobs(self.db, list(rows.values()))
-        except Exception as error:
-            return fail_all(jobs, error, "database unavailable")
-        for job_id in already_done:
+        claim, claim_errors = self._claim(rows)
+        unavailable = {job_id: error for job_id, error in claim_errors.items() if not refused_data(error)}
+        for job_id, error in claim_errors.items():
+            if job_id not in unavailable:
+                refuse(job_id, f"the database refused the job: {_error_text(error)}")
+        if unavailable:
+            fail_all(list(unavailable), next(iter(unavailable.values())), "database unavailable")
+        for job_id in claim.reused:
+            refuse(job_id, REUSED_JOB_ID)
+        for job_id in claim.done:
             log.info("job already done: duplicate delivery acknowledged", extra=by_job[job_id][0].log_fields())
             settle(job_id, done())
-        self.stats.add(duplicates=len(already_done))
-        pending = {job_id: job for job_id, job in jobs.items() if job_id not in already_done}
+        self.stats.add(duplicates=len(claim.done))
+        pending = {job_id: job for job_id, job in jobs.items()
+                   if job_id not in claim.done and job_id not in claim.reused and job_id not in claim_errors}
         if not pending:
             return results
         for job_id, job in pending.items():
@@ -159,7 +214,7 @@ class LabCategorizationHandler:
         try:
             mapped = self._map({job_id: _queries(job) for job_id, job in pending.items()})
         except Exception as error:
-            if len(pending) == 1 or not repo.ping(self.db):
+            if len(pending) == 1 or not repo.ready(self.db):
                 return fail_all(pending, error, "mapping failed")
             # One job may be what breaks the batch: map them one by one, so only it is retried.
             log.warning("batch mapping failed; mapping job by job", extra={"error": _error_text(error)})
@@ -185,7 +240,10 @@ class LabCategorizationHandler:
             try:
                 repo.complete_job(self.db, row, result_rows)
             except Exception as error:
-                fail_all([job_id], error, "writing results failed")
+                if refused_data(error):
+                    refuse(job_id, f"the database refused the results: {_error_text(error)}")
+                else:
+                    fail_all([job_id], error, "writing results failed")
                 continue
             settle(job_id, done())
             share = elapsed_mapping * len(job.tests) / total_tests if total_tests else 0.0
@@ -196,11 +254,37 @@ class LabCategorizationHandler:
                                                         needs_review=sum(r.needs_review for r in result_rows)))
         return results
 
+    def _claim(self, rows: dict[str, repo.JobRow]) -> tuple[repo.Claim, dict[str, Exception]]:
+        """Claim the batch in one statement; if that fails while the database takes writes, job by job.
+
+        Returns the claim and, per job that could not be claimed, its error.
+        """
+        try:
+            return repo.claim_jobs(self.db, list(rows.values())), {}
+        except Exception as error:  # noqa: BLE001 - sorted out below: one job's data, or the database
+            batch_error = error
+        if len(rows) == 1 or not repo.ready(self.db):
+            return repo.Claim(set(), set()), dict.fromkeys(rows, batch_error)
+        log.warning("claiming the batch failed; claiming job by job", extra={"error": _error_text(batch_error)})
+        done_ids: set[str] = set()
+        reused: set[str] = set()
+        errors: dict[str, Exception] = {}
+        for job_id, row in rows.items():
+            try:
+                claim = repo.claim_jobs(self.db, [row])
+            except Exception as error:  # noqa: BLE001 - this job's own failure
+                errors[job_id] = error
+                continue
+            done_ids |= claim.done
+            reused |= claim.reused
+        return repo.Claim(done_ids, reused), errors
+
     def _map(self, queries: dict[str, list[LabTestQuery]]) -> dict[str, list[tuple[MappingResult, str | None]]]:
         """(result, model_version) per test, memory first, one engine call for the rest."""
         model_version = self.engine.model_version
         keys = {job_id: [self._key(query) for query in job_queries] for job_id, job_queries in queries.items()}
-        memory = repo.lookup_mappings(self.db, (key for job_keys in keys.values() for key in job_keys))
+        memory = repo.lookup_mappings(self.db, (key for job_keys in keys.values() for key in job_keys
+                                                if repo.usable_key(key[0])))
         answers: dict[str, list[tuple[MappingResult, str | None] | None]] = {}
         missing: list[tuple[str, int]] = []
         hits = 0
@@ -227,7 +311,7 @@ class LabCategorizationHandler:
             for (job_id, index), result in zip(missing, results, strict=True):
                 answers[job_id][index] = (result, model_version)
                 key = keys[job_id][index]
-                if not result.needs_review and key not in remember:
+                if not result.needs_review and key not in remember and repo.usable_key(key[0]):
                     remember[key] = repo.MemoryRow(
                         normalized_name=key[0], unit_key=key[1], category=result.category,
                         loinc_code=result.loinc_code, loinc_name=result.loinc_name,

@@ -5,7 +5,12 @@ Imports boto3 and pydantic only (never torch or transformers): the API stays sma
     from worker.producer import get_ml_worker_client
     message_id = get_ml_worker_client().send_lab_categorization_job(123, 456, tests)
 
-Environment: ML_WORKER_ENABLED, ML_WORKER_SQS_QUEUE_URL, ML_WORKER_PRIORITY_QUEUE_URL (optional).
+Environment: ML_WORKER_ENABLED, ML_WORKER_SQS_QUEUE_URL, ML_WORKER_PRIORITY_QUEUE_URL (optional),
+ML_WORKER_SEND_TIMEOUT and ML_WORKER_SEND_ATTEMPTS (the send's deadline, below).
+
+A send runs inside an API request, so it fails fast: its attempts' connect and read timeouts
+together fit ``send_timeout`` seconds (default 4; boto3's own defaults would let an endpoint that
+accepts connections but never answers hold the request for minutes).
 """
 
 from __future__ import annotations
@@ -16,20 +21,18 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker import aws
-from worker.contract import (
-    SQS_MAX_MESSAGE_BYTES,
-    InvalidJobError,
-    LabCategorizationJob,
-    message_size,
-    new_job,
-)
+from worker.consumer import SQS_MAX_MESSAGE_BYTES, sqs_message_size
+from worker.contract import InvalidJobError, LabCategorizationJob, new_job
 
 log = logging.getLogger(__name__)
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
+DEFAULT_SEND_TIMEOUT = 4.0
+DEFAULT_SEND_ATTEMPTS = 2
 
 
 class MLWorkerError(Exception):
@@ -50,10 +53,15 @@ class JobSendError(MLWorkerError):
 
 class MLWorkerClient:
     def __init__(self, queue_url: str | None, priority_queue_url: str | None = None,
-                 enabled: bool = True, sqs: Any = None):
+                 enabled: bool = True, sqs: Any = None, send_timeout: float = DEFAULT_SEND_TIMEOUT,
+                 send_attempts: int = DEFAULT_SEND_ATTEMPTS):
+        if not send_timeout > 0 or send_attempts < 1:
+            raise MLWorkerConfigError("the send timeout must be positive and the attempts at least 1")
         self.queue_url = queue_url
         self.priority_queue_url = priority_queue_url
         self.enabled = enabled
+        self.send_timeout = send_timeout
+        self.send_attempts = send_attempts
         self._sqs = sqs
 
     @classmethod
@@ -62,12 +70,18 @@ class MLWorkerClient:
             queue_url=os.environ.get("ML_WORKER_SQS_QUEUE_URL") or None,
             priority_queue_url=os.environ.get("ML_WORKER_PRIORITY_QUEUE_URL") or None,
             enabled=os.environ.get("ML_WORKER_ENABLED", "false").strip().lower() in TRUE_WORDS,
+            send_timeout=_number_from_env("ML_WORKER_SEND_TIMEOUT", float, DEFAULT_SEND_TIMEOUT),
+            send_attempts=_number_from_env("ML_WORKER_SEND_ATTEMPTS", int, DEFAULT_SEND_ATTEMPTS),
         )
 
     @property
     def sqs(self):
         if self._sqs is None:
-            self._sqs = aws.client("sqs")
+            # Each attempt may spend half its share connecting and half waiting for the answer.
+            per_step = self.send_timeout / self.send_attempts / 2
+            self._sqs = aws.client("sqs", config=Config(
+                connect_timeout=per_step, read_timeout=per_step,
+                retries={"mode": "standard", "total_max_attempts": self.send_attempts}))
         return self._sqs
 
     def queue_for(self, priority: str) -> str:
@@ -86,16 +100,16 @@ class MLWorkerClient:
         Raises InvalidJobError (naming the field), MLWorkerDisabledError, MLWorkerConfigError
         or JobSendError; a job is never dropped silently.
         """
-        return self.send_job(new_job(user_id, document_id, list(tests), priority))
+        return self.send_job(new_job(user_id, document_id, tests, priority))
 
-    def send_job(self, job: LabCategorizationJob) -> str:
+    def send_job(self, job: LabCategorizationJob, test: bool = False) -> str:
         """Send an already built job (see ``worker.contract.new_job``) and return the SQS message id.
 
-        For callers that need the job id back (opsctl send-test); same checks and errors as
-        ``send_lab_categorization_job``.
+        For callers that need the job id back (opsctl send-test, which marks its jobs ``test``);
+        same checks and errors as ``send_lab_categorization_job``.
         """
-        body, attributes = job.to_body(), job.message_attributes()
-        size = message_size(body, attributes)
+        body, attributes = job.to_body(), job.message_attributes(test=test)
+        size = sqs_message_size(body, attributes)
         if size > SQS_MAX_MESSAGE_BYTES:
             raise InvalidJobError("tests", f"message is {size} bytes, over the SQS limit of {SQS_MAX_MESSAGE_BYTES}")
         queue_url = self.queue_for(job.priority)
@@ -106,6 +120,16 @@ class MLWorkerClient:
         log.info("sent lab categorization job %s for user %s document %s as message %s",
                  job.job_id, job.user_id, job.document_id, response["MessageId"])
         return response["MessageId"]
+
+
+def _number_from_env(name: str, kind: type, default: float) -> Any:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise MLWorkerConfigError(f"{name} must be a number ({kind.__name__})") from None
 
 
 _client: MLWorkerClient | None = None

@@ -20,7 +20,7 @@ from worker.handler import JobStats, LabCategorizationHandler
 from worker.health import HealthFile
 from worker.logs import configure_logging
 from worker.protection import TaskProtection
-from worker.settings import WorkerSettings
+from worker.settings import ConfigError, WorkerSettings, load_settings
 
 log = logging.getLogger("worker")
 
@@ -93,7 +93,8 @@ class Worker:
         consumer = self.consumer.stats
         log.info("stats", extra={**self.stats.snapshot(), "received": consumer.received,
                                  "deleted": consumer.deleted, "retried": consumer.retried,
-                                 "dead_lettered": consumer.dead_lettered, "released": consumer.released})
+                                 "dead_lettered": consumer.dead_lettered, "released": consumer.released,
+                                 "requeued": consumer.requeued})
 
 
 def build_worker(settings: WorkerSettings, db, engine, sqs=None) -> Worker:
@@ -141,11 +142,9 @@ class _Signals:
 
 def run_worker() -> int:
     """Run the consumer until SIGTERM/SIGINT; the process's exit code (0 after a graceful stop)."""
-    from pydantic import ValidationError
-
     try:
-        settings = WorkerSettings()
-    except ValidationError as error:
+        settings = load_settings()
+    except ConfigError as error:
         configure_logging("INFO")
         log.error("configuration error: %s", error)
         return 2
@@ -153,7 +152,7 @@ def run_worker() -> int:
     try:
         settings.queue_urls()
         settings.database_url()
-    except ValueError as error:
+    except ConfigError as error:
         log.error("configuration error: %s", error)
         return 2
     signals = _Signals()

@@ -4,17 +4,42 @@ The names are the task definition's: ``ML_WORKER_*`` for the loop, ``DATABASE_UR
 ``POSTGRES_*`` variables injected from SSM for the database, ``LOG_LEVEL``, and ``ECS_AGENT_URI``
 (set by ECS itself) for scale-in protection. Tests build ``WorkerSettings(queue_url=...)`` by
 field name.
+
+A configuration error names the variables at fault and never repeats their values: the
+environment holds the database password (``POSTGRES_PASSWORD``, ``DATABASE_URL``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
+
+
+class ConfigError(ValueError):
+    """A configuration the worker cannot run with; the message names variables, never their values."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """pydantic's errors without their inputs (its own text quotes them, and so the password)."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def load_settings(**values) -> WorkerSettings:
+    """The settings from the environment (``values`` override by field name); ConfigError if invalid."""
+    try:
+        return WorkerSettings(**values)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
 
 
 def _env(*names: str):
@@ -81,30 +106,21 @@ class WorkerSettings(BaseSettings):
         return float(self.heartbeat or 60)
 
     def database_url(self) -> URL:
-        """DATABASE_URL if set, else the POSTGRES_* variables. Raises ValueError when neither is."""
-        from sqlalchemy.engine import URL, make_url
+        """DATABASE_URL if set, else the POSTGRES_* variables. Raises ConfigError when neither is usable."""
+        from worker.store.db import database_url, postgres_url
 
         if self.database_url_env is not None and self.database_url_env.get_secret_value():
-            raw = self.database_url_env.get_secret_value()
-            if raw.startswith("postgres://"):
-                raw = "postgresql://" + raw[len("postgres://"):]
-            url = make_url(raw)
-            if url.drivername == "postgresql":
-                url = url.set(drivername="postgresql+psycopg2")
-            return url
+            try:
+                return database_url(self.database_url_env.get_secret_value())
+            except ValueError as error:
+                raise ConfigError(f"DATABASE_URL is {error}") from None
         if self.postgres_host:
-            return URL.create(
-                "postgresql+psycopg2",
-                username=self.postgres_user,
-                password=self.postgres_password.get_secret_value() if self.postgres_password else None,
-                host=self.postgres_host,
-                port=self.postgres_port,
-                database=self.postgres_db,
-            )
-        raise ValueError("no database configured: set DATABASE_URL or POSTGRES_HOST/PORT/DB/USER/PASSWORD")
+            return postgres_url(self.postgres_host, self.postgres_port, self.postgres_db, self.postgres_user,
+                                self.postgres_password.get_secret_value() if self.postgres_password else None)
+        raise ConfigError("no database configured: set DATABASE_URL or POSTGRES_HOST/PORT/DB/USER/PASSWORD")
 
     def queue_urls(self) -> list[str]:
         """The queues to poll, priority first."""
         if not self.queue_url:
-            raise ValueError("ML_WORKER_SQS_QUEUE_URL is not set: no queue to consume")
+            raise ConfigError("ML_WORKER_SQS_QUEUE_URL is not set: no queue to consume")
         return [url for url in (self.priority_queue_url, self.queue_url) if url]

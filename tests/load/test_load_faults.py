@@ -1,7 +1,8 @@
 """The load and fault suite, small: 60 jobs through moto SQS into 3 worker processes on PostgreSQL.
 
 Every fault kind is injected (SIGKILL and SIGTERM of a worker mid-batch, the database refusing
-connections, poison messages of each kind, duplicate sends); the run must lose nothing,
+connections, the database answering but refusing writes, poison messages of each kind, bad-id jobs
+mixed into good batches, duplicate sends); the run must lose nothing, dead-letter no good job,
 duplicate nothing and dead-letter every poison message with its reason. ``python -m
 worker.local.load --jobs 2000`` is the full-size run.
 """
@@ -30,6 +31,13 @@ def test_workload_has_every_fault_kind_and_is_seeded():
             assert order.index(("job_raw", document)) < position
 
 
+def test_no_poison_marker_is_part_of_another():
+    """The checker finds a poison message by its marker in the body: "...-1" must not match "...-10"."""
+    markers = list(plan_workload(2000, seed=3).poison)
+    assert len(markers) >= 50
+    assert not [(a, b) for a in markers for b in markers if a != b and a in b]
+
+
 @pytest.mark.timeout(420)
 def test_sixty_jobs_under_faults_lose_and_duplicate_nothing(pg_url, packaged_model_dir):
     # pg_url gates the test on PostgreSQL being up (skip locally, fail in CI); the run uses its
@@ -40,7 +48,9 @@ def test_sixty_jobs_under_faults_lose_and_duplicate_nothing(pg_url, packaged_mod
     assert report.faults.get("sigkill") == 1
     assert report.faults.get("sigterm") == 1
     assert report.faults.get("db_outage") == 1
-    assert report.faults.get("poison", 0) >= len(POISON_KINDS)
+    assert report.faults.get("db_refuses_writes") == 1
+    assert report.faults.get("bad_id", 0) >= 4
+    assert report.faults.get("poison", 0) >= len(POISON_KINDS) - 1
     assert report.faults.get("duplicate_sends", 0) >= 1
     assert verdict.lost == []
     assert verdict.duplicated == []

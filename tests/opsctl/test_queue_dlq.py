@@ -271,7 +271,7 @@ def test_purge_asks_and_respects_no(stack, opsctl):
     assert stack.depth(stack.dlq_url) == (1, 0)
     confirmed = opsctl("dlq", "purge", input="y\n")
     assert confirmed.exit_code == 0, confirmed.output
-    assert "Purge 1 message(s) from test-ml-worker-dlq?" in confirmed.stdout
+    assert "Purge 1 message(s) from test-ml-worker-dlq?" in confirmed.stderr
     assert stack.depth(stack.dlq_url) == (0, 0)
 
 

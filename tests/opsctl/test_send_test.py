@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from worker.contract import TEST_DOCUMENT_ID, TEST_USER_ID
+
 
 def received(stack, url) -> list[dict]:
     messages = stack.drain(url)
@@ -21,7 +23,8 @@ def test_send_test_sends_the_sample_job_through_the_producer(stack, opsctl):
     [message] = received(stack, stack.queue_url)
     body = message["body"]
     assert message["id"] == sent["message_id"] and body["job_id"] == sent["job_id"]
-    assert (body["user_id"], body["document_id"], body["schema_version"], body["test_count"]) == (123, 456, 1, 2)
+    assert (body["user_id"], body["document_id"], body["schema_version"], body["test_count"]) == (
+        TEST_USER_ID, TEST_DOCUMENT_ID, 1, 2)
     assert [(t["test_name"], t["test_value"], t["test_unit"]) for t in body["tests"]] == [
         ("Hemoglobin", "14.5", "g/dL"), ("WBC Count", "7.2", "K/uL")]
     assert message["attributes"]["JobType"]["StringValue"] == "lab_categorization"
@@ -122,6 +125,18 @@ def test_send_test_wait_follows_the_job_in_the_database(stack, opsctl, results_d
     assert "718-7" in result.stdout and "6690-2" in result.stdout and "Hemoglobin" in result.stdout
 
 
+@pytest.mark.parametrize("scheme", ["postgresql://", "postgres://"])
+def test_send_test_wait_takes_a_plain_postgres_url_as_the_worker_does(stack, opsctl, results_db, monkeypatch,
+                                                                      scheme):
+    url, engine = results_db
+    plain = url.replace("postgresql+psycopg2://", scheme)
+    monkeypatch.setattr("opsctl.sendtest.time.sleep", fake_worker(stack, engine))
+    result = opsctl("send-test", "--wait", "--database-url", plain, "--interval", "0.1", "--timeout", "30")
+    assert result.exit_code == 0, result.output
+    assert "following the job through the queue" not in result.stderr
+    assert ": done (2 result(s), 1 attempt(s))" in result.stdout
+
+
 def test_send_test_wait_reads_postgres_env_and_reports_a_failed_job(stack, opsctl, results_db, monkeypatch):
     url, engine = results_db
     monkeypatch.setenv("DATABASE_URL", url)
@@ -180,10 +195,11 @@ def test_database_url_from_postgres_variables(monkeypatch):
     monkeypatch.setenv("POSTGRES_DB", "zivo")
     monkeypatch.setenv("POSTGRES_USER", "worker")
     monkeypatch.setenv("POSTGRES_PASSWORD", "p@ss/word")
-    assert database_url(None) == "postgresql+psycopg2://worker:p%40ss%2Fword@db.internal:6432/zivo"
+    assert database_url(None).render_as_string(hide_password=False) == \
+        "postgresql+psycopg2://worker:p%40ss%2Fword@db.internal:6432/zivo"
     monkeypatch.setenv("DATABASE_URL", "postgresql://a@b/c")
-    assert database_url(None) == "postgresql://a@b/c"
-    assert database_url("sqlite://") == "sqlite://"
+    assert database_url(None).render_as_string() == "postgresql+psycopg2://a@b/c"
+    assert database_url("sqlite://").render_as_string() == "sqlite://"
 
 
 def test_send_test_denied_by_the_queue_policy(stack, opsctl, hook):

@@ -228,20 +228,27 @@ def test_messages_received_after_stop_are_released(sqs, queues):
 def test_after_a_batch_fails_as_a_whole_the_consumer_waits_for_readiness_before_receiving(sqs, queues):
     send(sqs, queues.url, "a")
     database_up = threading.Event()
+    database_up.set()
     probes: list[bool] = []
 
     def ready():
         probes.append(database_up.is_set())
         return database_up.is_set()
 
-    handler = Recorder(lambda m: done() if database_up.is_set() else retry("database down"))
+    def fails_then_takes_the_database_down(message):
+        if len(handler.batches) == 1:
+            database_up.clear()  # the outage begins while the first batch is in work
+            return retry("database down")
+        return done()
+
+    handler = Recorder(fails_then_takes_the_database_down)
     consumer = Consumer(queues.url, handler, options=options(wait_time=0, retry_backoff=0), sqs=sqs, ready=ready)
     thread = threading.Thread(target=consumer.run)
     thread.start()
     try:
         time.sleep(2.5)
         assert len(handler.batches) == 1  # not received again although visible at once (backoff 0)
-        assert probes and not any(probes)
+        assert probes[0] and not any(probes[1:]) and len(probes) >= 2
         database_up.set()
         deadline = time.monotonic() + 10
         while counts(sqs, queues.url) != (0, 0) and time.monotonic() < deadline:
@@ -250,3 +257,128 @@ def test_after_a_batch_fails_as_a_whole_the_consumer_waits_for_readiness_before_
         consumer.stop(1)
         thread.join(10)
     assert len(handler.batches) == 2 and counts(sqs, queues.url) == (0, 0)
+
+
+def test_while_not_ready_nothing_is_received_and_no_receive_is_spent(sqs, queues):
+    send(sqs, queues.url, "a")
+    database_up = threading.Event()
+    handler = Recorder()
+    consumer = Consumer(queues.url, handler, options=options(wait_time=0, ready_max_age=0.5), sqs=sqs,
+                        ready=database_up.is_set)
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    try:
+        time.sleep(2)
+        assert handler.batches == []
+        assert counts(sqs, queues.url) == (1, 0)
+        database_up.set()
+        deadline = time.monotonic() + 10
+        while not handler.batches and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        consumer.stop(1)
+        thread.join(10)
+    assert handler.batches[0][0].receive_count == 1  # its first receive, after the wait
+
+
+def test_a_decoder_that_raises_unexpectedly_dead_letters_that_message_alone(sqs, queues):
+    send(sqs, queues.url, "good", "deep")
+
+    def decode(message):
+        if message.body == "deep":
+            raise RecursionError("maximum recursion depth exceeded")
+        return message.body
+
+    handler = Recorder()
+    consumer = Consumer(queues.url, handler, decode=decode, options=options(), sqs=sqs)
+    assert consumer.run_once() == 2  # no exception escapes
+    assert [m.body for m in handler.batches[0]] == ["good"]
+    [dead] = receive_all(sqs, queues.dlq_url)
+    assert dead["Body"] == "deep"
+    assert dead["MessageAttributes"]["FailureReason"]["StringValue"].startswith(
+        "could not decode: RecursionError: maximum recursion depth exceeded")
+    assert counts(sqs, queues.url) == (0, 0)
+
+
+class FlakySqs:
+    """The real client, except that its first receive raises an error botocore never raises."""
+
+    def __init__(self, sqs):
+        self.sqs, self.failed = sqs, False
+
+    def receive_message(self, **kwargs):
+        if not self.failed:
+            self.failed = True
+            raise MemoryError("a bug, not an outage")
+        return self.sqs.receive_message(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.sqs, name)
+
+
+def test_no_error_ends_the_loop(sqs, queues):
+    send(sqs, queues.url, "a")
+    handler = Recorder()
+    consumer = Consumer(queues.url, handler, options=options(wait_time=0), sqs=FlakySqs(sqs))
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not handler.batches and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert thread.is_alive()
+    consumer.stop(1)
+    thread.join(10)
+    assert [m.body for batch in handler.batches for m in batch] == ["a"]
+
+
+def test_the_dlq_forward_counts_attribute_bytes_and_cuts_the_reason_not_the_body(sqs, queues):
+    from worker.consumer import SQS_MAX_MESSAGE_BYTES, sqs_message_size
+
+    attributes = {"JobType": {"DataType": "String", "StringValue": "lab_categorization"},
+                  "Blob": {"DataType": "Binary", "BinaryValue": b"\x00" * 100}}
+    body = "x" * (SQS_MAX_MESSAGE_BYTES - 400)
+    [message_id] = send(sqs, queues.url, body, attributes=attributes)
+    assert sqs_message_size(body, attributes) <= SQS_MAX_MESSAGE_BYTES
+    reason = "contract violation: " + "why " * 500
+
+    def decode(message):
+        raise PoisonMessage(reason)
+
+    forwarded: list[dict] = []
+    sqs.meta.events.register("provide-client-params.sqs.SendMessage", lambda params, **_: forwarded.append(params))
+    try:
+        Consumer(queues.url, Recorder(), decode=decode, options=options(), sqs=sqs).run_once()
+    finally:
+        sqs.meta.events.unregister("provide-client-params.sqs.SendMessage")
+    [params] = forwarded
+    assert params["MessageBody"] == body
+    assert sqs_message_size(params["MessageBody"], params["MessageAttributes"]) <= SQS_MAX_MESSAGE_BYTES
+    kept = params["MessageAttributes"]["FailureReason"]["StringValue"]
+    assert reason.startswith(kept.removesuffix("…")) and len(kept) < len(reason)
+    assert params["MessageAttributes"]["SourceMessageId"]["StringValue"] == message_id
+    [dead] = receive_all(sqs, queues.dlq_url)
+    assert dead["Body"] == body
+
+
+def test_a_batch_failed_by_an_outage_is_given_back_without_spending_its_receives(sqs, queues):
+    send(sqs, queues.url, "a", "b", attributes={"JobType": {"DataType": "String", "StringValue": "x"}})
+    handler = Recorder(lambda message: retry("database down"))
+    consumer = Consumer(queues.url, handler, options=options(retry_backoff=1), sqs=sqs, ready=lambda: False)
+    consumer.run_once()
+    assert consumer.stats.requeued == 2 and consumer.stats.retried == 0
+    time.sleep(1.5)  # the copies are delayed by the backoff
+    copies = receive_all(sqs, queues.url, wait=1)
+    assert sorted(m["Body"] for m in copies) == ["a", "b"]
+    assert all(m["Attributes"]["ApproximateReceiveCount"] == "1" for m in copies)  # counting afresh
+    assert all(m["MessageAttributes"]["JobType"]["StringValue"] == "x" for m in copies)
+
+
+def test_a_batch_that_fails_while_its_dependency_is_up_spends_its_receive(sqs, queues):
+    send(sqs, queues.url, "a")
+    handler = Recorder(lambda message: retry("a bug"))
+    consumer = Consumer(queues.url, handler, options=options(retry_backoff=1), sqs=sqs, ready=lambda: True)
+    consumer.run_once()
+    assert consumer.stats.requeued == 0 and consumer.stats.retried == 1
+    time.sleep(1.5)
+    [again] = receive_all(sqs, queues.url, wait=1)
+    assert again["Attributes"]["ApproximateReceiveCount"] == "2"  # on its way to the DLQ after 3

@@ -31,6 +31,14 @@ def depth(sqs, url: str) -> tuple[int, int]:
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
+def waiting(sqs, url: str) -> int:
+    """Messages in the queue: visible, in flight or delayed (a copy given back waits out its delay)."""
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
 def send_jobs(sqs, url: str, count: int) -> list[str]:
     ids = []
     for n in range(count):
@@ -85,14 +93,15 @@ def test_database_refusing_connections_mid_batch(sqs, queues, db, pg_url, pg_pro
             with results_table_locked(db):
                 waiter(lambda: worker_waiting_on_lock(db), what="the worker to be inside its write")
                 pg_proxy.stop()  # connections reset, new ones refused
-            waiter(lambda: worker.consumer.stats.retried >= 3, what="the batch to be given back")
-            # Nothing deleted, nothing half-written.
-            assert sum(depth(sqs, queues.url)) == 3
-            assert worker.consumer.stats.deleted == 0
+            # Failed by the outage, the batch is given back as fresh copies: no receive spent.
+            waiter(lambda: worker.consumer.stats.requeued >= 3, what="the batch to be given back")
+            # Nothing lost, nothing half-written (the originals deleted only once copied).
+            assert waiting(sqs, queues.url) == 3
+            assert worker.consumer.stats.deleted == 3
             state = counts(db, job_ids)
             assert all(status == "processing" and results == 0 for status, _, results, _ in state.values())
-            # While the database is down the worker probes it instead of receiving: the messages,
-            # visible again after their 3 s backoff, keep their receive counts for when it is back.
+            # While the database is down the worker probes it instead of receiving: the copies,
+            # visible after their 3 s delay, keep their receives for when it is back.
             time.sleep(6)
             assert worker.consumer.stats.received == 3
             assert depth(sqs, queues.url) == (3, 0)

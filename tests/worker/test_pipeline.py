@@ -7,7 +7,7 @@ import logging
 
 from sqlalchemy import text
 
-from worker.contract import new_job
+from worker.contract import decode_job, new_job
 from worker.producer import MLWorkerClient
 
 GUIDE_TESTS = [{"test_name": "Hemoglobin", "test_value": "14.5", "test_unit": "g/dL"},
@@ -112,7 +112,8 @@ def test_the_same_message_delivered_twice_gives_one_set_of_rows(sqs, queues, db,
     for _ in range(2):  # the same job twice in one batch
         sqs.send_message(QueueUrl=queues.url, MessageBody=job.to_body(), MessageAttributes=job.message_attributes())
     legacy_body = json.dumps({"user_id": 9, "document_id": 10, "tests": GUIDE_TESTS})  # the app's old producer
-    legacy_id = sqs.send_message(QueueUrl=queues.url, MessageBody=legacy_body)["MessageId"]
+    sqs.send_message(QueueUrl=queues.url, MessageBody=legacy_body)
+    legacy_id = decode_job(legacy_body, "any").job_id
     with run_worker() as worker:
         waiter(lambda: is_done(db, job.job_id, legacy_id) and depth(sqs, queues.url) == (0, 0), what="the jobs")
         # Redelivery after completion (e.g. a lost delete): acknowledged, nothing written again.

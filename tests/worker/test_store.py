@@ -7,19 +7,18 @@ import threading
 from sqlalchemy import inspect, select, text
 
 from worker.store import repository as repo
-from worker.store.db import current_revision, make_engine, upgrade
+from worker.store.db import alembic_config, current_revision, make_engine, upgrade
 from worker.store.models import Base, LabJob, LabTestResult
 
 
 def _head() -> str:
     from alembic.script import ScriptDirectory
 
-    from worker.store.db import alembic_config
-
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 HEAD = _head()
+
 JOB = repo.JobRow(job_id="job-1", message_id="m-1", user_id=123, document_id=456, priority="normal", test_count=2)
 
 
@@ -34,7 +33,8 @@ def test_schema_has_the_contract_columns(db):
     columns = {table: [c["name"] for c in inspector.get_columns(table)]
                for table in ("lab_jobs", "lab_test_results", "lab_test_mappings")}
     assert columns["lab_jobs"] == ["job_id", "message_id", "user_id", "document_id", "priority", "status",
-                                   "attempts", "test_count", "error", "created_at", "updated_at", "completed_at"]
+                                   "attempts", "test_count", "error", "created_at", "updated_at", "completed_at",
+                                   "content_hash", "is_test"]
     assert columns["lab_test_results"] == [
         "job_id", "test_index", "user_id", "document_id", "test_name", "test_value", "test_unit", "category",
         "loinc_code", "loinc_name", "confidence", "match_method", "needs_review", "model_version", "created_at",
@@ -94,10 +94,10 @@ def test_sqlite_works_for_local_runs(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/local.db")
     assert upgrade(engine) == HEAD
     assert upgrade(engine) == HEAD
-    assert repo.claim_jobs(engine, [JOB]) == set()
+    assert repo.claim_jobs(engine, [JOB]).done == set()
     repo.complete_job(engine, JOB, [_result(0), _result(1, "WBC Count", "6690-2")])
     repo.complete_job(engine, JOB, [_result(0), _result(1, "WBC Count", "6690-2")])
-    assert repo.claim_jobs(engine, [JOB]) == {"job-1"}
+    assert repo.claim_jobs(engine, [JOB]).done == {"job-1"}
     with engine.connect() as connection:
         rows = connection.execute(select(LabTestResult.__table__).where(LabTestResult.__table__.c.job_id == "job-1"))
         assert len(rows.all()) == 2
@@ -106,10 +106,10 @@ def test_sqlite_works_for_local_runs(tmp_path):
 
 
 def test_redelivered_job_writes_one_set_of_rows(db):
-    assert repo.claim_jobs(db, [JOB]) == set()
+    assert repo.claim_jobs(db, [JOB]).done == set()
     repo.complete_job(db, JOB, [_result(0), _result(1)])
     # A second delivery: the job is reported done and nothing more is written, even if completed again.
-    assert repo.claim_jobs(db, [JOB]) == {"job-1"}
+    assert repo.claim_jobs(db, [JOB]).done == {"job-1"}
     repo.complete_job(db, JOB, [_result(0), _result(1)])
     with db.connect() as connection:
         count = connection.execute(text("select count(*) from lab_test_results where job_id = 'job-1'")).scalar()

@@ -2,8 +2,8 @@
 
 A logistic regression predicts "the top-1 code is right" from the ranking's features (best score,
 margin to the best candidate of another analyte, margin to the best rival variant of the same analyte,
-direct name match, the synonym table's usual variant, LOINC short-name match, whether the unit fits, share of the query's words explained,
-unknown words). Rows whose expected code is not in the
+direct name match, the synonym table's usual variant, LOINC short-name match, whether the unit fits,
+share of the query's words explained, unknown words). Rows whose expected code is not in the
 reference count as "wrong" whatever the engine says: they teach it to abstain when nothing in the
 reference fits; they are reweighted to a deployment prior (``--outside-share``, 15% by default),
 because the MIMIC dictionary is mostly ICU tests outside a routine-report reference. Fit on development files only

@@ -114,7 +114,11 @@ def eval_command(
     """Top-1/top-3 LOINC accuracy, category accuracy and coverage on a labelled file."""
     from worker.mapping.evaluate import evaluate_file
 
-    report = evaluate_file(_engine(model, index_dir), file)
+    try:
+        report = evaluate_file(_engine(model, index_dir), file)
+    except (ValueError, UnicodeError) as error:  # a file of another shape or encoding: the caller's input
+        raise typer.BadParameter(f"{file}: {error}" if str(file) not in str(error) else str(error),
+                                 param_hint="'FILE'") from None
     if as_json:
         data = report.as_dict(with_errors=errors > 0)
         if errors:

@@ -186,8 +186,9 @@ class Reranker:
             self.reference.entries[i].property == best.property
             or {self.reference.entries[i].property, best.property} <= INTERCHANGEABLE_PROPERTIES)), None)
         fit = 0 if uclass is None else (1 if best.property in UNIT_CLASS_PROPERTIES.get(uclass, ()) else -1)
+        variant_margin = VARIANT_MARGIN_CAP if rival is None else min(best_score - rival, VARIANT_MARGIN_CAP)
         features = {"score": best_score, "concept_margin": min(best_score - other_concept, 1.0),
-                    "variant_margin": min(best_score - rival, VARIANT_MARGIN_CAP) if rival is not None
-                    else VARIANT_MARGIN_CAP, "direct": direct, "usual": best_i in evidence.synonym, "short": best_i in evidence.short, "unit_fit": fit,
+                    "variant_margin": variant_margin, "direct": direct, "usual": best_i in evidence.synonym,
+                    "short": best_i in evidence.short, "unit_fit": fit,
                     "coverage": evidence.coverage.get(best_i, 0.0), "unknown": norm.unknown}
         return Ranking(scored, features)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,32 @@ ALEMBIC_INI = STORE_DIR / "alembic.ini"
 MIGRATIONS_DIR = STORE_DIR / "migrations"
 # One fixed key for every worker of every version: pg_advisory_xact_lock(bigint).
 MIGRATION_LOCK_KEY = zlib.crc32(b"ml-worker:alembic-upgrade")
+
+
+def database_url(raw: str) -> URL:
+    """A database URL as the worker and opsctl use it: ``postgres://`` and ``postgresql://`` mean
+    psycopg2 (the driver installed; SQLAlchemy's default for plain postgresql may be another).
+
+    Raises ValueError with a message that never repeats the URL (it holds the password).
+    """
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://"):]
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        raise ValueError("not a valid database URL (expected postgresql://user:password@host:port/database)") \
+            from None
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    if url.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ValueError("not a PostgreSQL URL (postgresql://...; sqlite:/// for local runs)")
+    return url
+
+
+def postgres_url(host: str, port: int, database: str | None, user: str | None, password: str | None) -> URL:
+    """The URL of the POSTGRES_HOST/PORT/DB/USER/PASSWORD variables (what the task definition injects)."""
+    return URL.create("postgresql+psycopg2", username=user, password=password, host=host, port=port,
+                      database=database)
 
 
 def make_engine(url: str | URL, **kwargs) -> Engine:

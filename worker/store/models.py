@@ -67,6 +67,10 @@ class LabJob(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the job asks for (the contract's fingerprint): a job id reused for other content is refused.
+    content_hash: Mapped[str | None] = mapped_column(Text)
+    # An operator's test job (opsctl send-test), not a user's.
+    is_test: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
 
 
 class LabTestResult(Base):

@@ -1,8 +1,9 @@
 """The few statements the worker runs, in SQLAlchemy Core, portable between PostgreSQL and SQLite.
 
 Idempotency lives here: a job's results are inserted with ON CONFLICT DO NOTHING on
-(job_id, test_index), a job already 'done' is never claimed again, and a model row never
-overwrites a manual row in the mapping memory.
+(job_id, test_index), a job already 'done' is never claimed again, a job id already held by other
+content is never claimed for this one, and a model row never overwrites a manual row in the
+mapping memory, which never holds a key without letters or digits.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ class JobRow:
     document_id: int
     priority: str
     test_count: int
+    content_hash: str | None = None
+    is_test: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What claiming a batch found: jobs already done, and jobs whose id other content holds."""
+
+    done: set[str]
+    reused: set[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,32 +96,68 @@ def ping(engine: Engine) -> bool:
         return False
 
 
-def claim_jobs(engine: Engine, jobs: Sequence[JobRow]) -> set[str]:
-    """Record that these jobs are in work (attempts + 1) and return the ids already done.
+def ready(engine: Engine) -> bool:
+    """True when the database would take the worker's writes now.
+
+    A database can answer SELECT 1 and still refuse every write: read-only after a failover (a
+    replica in recovery, ``default_transaction_read_only``), a revoked grant. On PostgreSQL the
+    probe asks exactly that, in a transaction of its own: is this transaction read-only, and may
+    this role insert and update the worker's tables? It takes no table lock, so a lock held
+    elsewhere never stalls it. Other databases (SQLite, for local runs) are asked for a ping.
+    """
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name != "postgresql":
+                connection.execute(select(1))
+                return True
+            return bool(connection.execute(text(
+                "select not pg_is_in_recovery() and current_setting('transaction_read_only') = 'off'"
+                " and has_table_privilege('lab_jobs', 'INSERT, UPDATE')"
+                " and has_table_privilege('lab_test_results', 'INSERT')")).scalar())
+    except Exception:  # any driver or pool error means "not now"
+        return False
+
+
+def claim_jobs(engine: Engine, jobs: Sequence[JobRow]) -> Claim:
+    """Record that these jobs are in work (attempts + 1); say which are done and which ids are reused.
 
     One transaction for the batch. A 'done' row is left untouched: its job is not worked again.
+    A row whose content hash differs from the job's is left untouched too: that job id belongs to
+    another job.
     """
     if not jobs:
-        return set()
+        return Claim(set(), set())
     table = LabJob.__table__
     with engine.begin() as connection:
         statement = _insert(connection, table).values([
             {"job_id": job.job_id, "message_id": job.message_id, "user_id": job.user_id,
              "document_id": job.document_id, "priority": job.priority, "status": "processing",
-             "attempts": 1, "test_count": job.test_count}
+             "attempts": 1, "test_count": job.test_count, "content_hash": job.content_hash,
+             "is_test": job.is_test}
             for job in jobs
         ])
+        excluded = statement.excluded
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.job_id],
             set_={"attempts": table.c.attempts + 1, "status": "processing", "updated_at": func.now(),
-                  "message_id": statement.excluded.message_id},
-            where=table.c.status != "done",
+                  "message_id": excluded.message_id,
+                  "content_hash": func.coalesce(table.c.content_hash, excluded.content_hash)},
+            where=(table.c.status != "done") & _same_content(table.c.content_hash, excluded.content_hash),
         )
         connection.execute(statement)
-        done = connection.execute(
-            select(table.c.job_id).where(table.c.job_id.in_([job.job_id for job in jobs]), table.c.status == "done")
-        ).scalars()
-        return set(done)
+        rows = connection.execute(
+            select(table.c.job_id, table.c.status, table.c.content_hash)
+            .where(table.c.job_id.in_([job.job_id for job in jobs]))
+        ).all()
+    ours = {job.job_id: job.content_hash for job in jobs}
+    reused = {row.job_id for row in rows if row.content_hash and ours[row.job_id]
+              and row.content_hash != ours[row.job_id]}
+    return Claim(done={row.job_id for row in rows if row.status == "done"} - reused, reused=reused)
+
+
+def _same_content(stored, incoming):
+    # A row or a job without a hash (written before hashes, or by an old worker) is trusted.
+    return stored.is_(None) | incoming.is_(None) | (stored == incoming)
 
 
 def complete_job(engine: Engine, job: JobRow, results: Sequence[ResultRow]) -> None:
@@ -196,6 +243,13 @@ def remember_mappings(engine: Engine, rows: Sequence[MemoryRow]) -> None:
         ))
 
 
+def usable_key(normalized_name: str) -> bool:
+    """A memory key must name something: a name without letters or digits (an emoji, dashes, blanks)
+    normalises to the same empty key as every other such name, so a row under it would answer for all."""
+    base = normalized_name.rsplit(" [", 1)[0]  # without the engine's " [urine 24h]" qualifiers
+    return any(character.isalnum() for character in base)
+
+
 def set_manual_mapping(engine: Engine, row: MemoryRow) -> None:
     """Insert or replace a reviewed mapping: it wins over the model from now on."""
     with engine.begin() as connection:
@@ -204,6 +258,8 @@ def set_manual_mapping(engine: Engine, row: MemoryRow) -> None:
 
 def write_manual_mapping(connection: Connection, row: MemoryRow) -> None:
     """``set_manual_mapping`` inside the caller's transaction (a review writes its audit in the same one)."""
+    if not usable_key(row.normalized_name):
+        raise ValueError("a test name with no letters or digits cannot key a mapping")
     table = LabTestMapping.__table__
     values = {"normalized_name": row.normalized_name, "unit_key": row.unit_key, "category": row.category,
               "loinc_code": row.loinc_code, "loinc_name": row.loinc_name, "confidence": row.confidence,

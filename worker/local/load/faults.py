@@ -1,5 +1,6 @@
-"""Fault injection: a worker SIGKILLed or SIGTERMed mid-batch (then restarted, as ECS would), and
-the database refusing connections for a while, through a TCP proxy the workers reach it by."""
+"""Fault injection: a worker SIGKILLed or SIGTERMed mid-batch (then restarted, as ECS would), the
+database refusing connections for a while (through a TCP proxy the workers reach it by), and the
+database answering but refusing writes for a while (the workers' role loses its grants)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,23 @@ from urllib.parse import urlsplit
 
 from worker.local.emulator import free_port
 from worker.local.load.report import log
-from worker.local.load.workers import Cluster
+from worker.local.load.workers import Cluster, WorkerRole
 
 
 class FaultInjector:
     """Each fault waits for a worker to take a batch, so that it hits a batch in flight."""
 
     def __init__(self, cluster: Cluster, proxy: TcpProxy, faults: Counter, notes: list[str],
-                 shutdown_deadline: float, outage_s: float):
+                 shutdown_deadline: float, outage_s: float, role: WorkerRole | None = None,
+                 write_refusal_s: float = 12.0):
         self.cluster = cluster
         self.proxy = proxy
         self.faults = faults
         self.notes = notes
         self.shutdown_deadline = shutdown_deadline
         self.outage_s = outage_s
+        self.role = role
+        self.write_refusal_s = write_refusal_s
 
     def sigkill(self, timeout: float, clear: bool = True) -> None:
         """SIGKILL the first worker seen taking a batch, then restart it."""
@@ -60,6 +64,22 @@ class FaultInjector:
         time.sleep(self.outage_s)
         self.proxy.up()
         log(f"database back ({self.proxy.connections_cut} connections cut so far)")
+
+
+    def db_refuses_writes(self, timeout: float) -> None:
+        """The database answers (SELECT 1 works) but refuses every write while batches are in work."""
+        if self.role is None:
+            self.notes.append("write refusal skipped: the workers connect as the database's owner")
+            return
+        self.cluster.next_busy(timeout)
+        self.role.refuse_writes()
+        self.faults["db_refuses_writes"] += 1
+        log(f"database refuses writes for {self.write_refusal_s:.0f} s (the workers' grants revoked)")
+        try:
+            time.sleep(self.write_refusal_s)
+        finally:
+            self.role.allow_writes()
+        log("database takes writes again")
 
 
 class TcpProxy:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from worker.local.load.verify import Verdict
 
 # Log events counted across all workers, to show which paths the faults exercised.
-EVENT_NAMES = ("retried", "released", "dead_lettered", "duplicate_acks")
+EVENT_NAMES = ("retried", "released", "dead_lettered", "duplicate_acks", "requeued")
 
 
 def log(message: str) -> None:
@@ -40,7 +40,7 @@ class LoadReport:
                 f"done={v.done_jobs} lost={len(v.lost)} duplicated={len(v.duplicated)} "
                 f"dlq={v.poison_in_dlq}/{self.poison} poison"
                 f"{'' if not v.poison_extra_copies else f' (+{v.poison_extra_copies} extra copies)'}"
-                f"{'' if not v.good_in_dlq else f' +{v.good_in_dlq} good'} "
+                f" good_in_dlq={v.good_in_dlq} "
                 f"queues_left={sum(v.queue_left)} wall={self.wall_s:.1f}s "
                 f"[worker events: {', '.join(f'{k}={self.events.get(k, 0)}' for k in EVENT_NAMES)}] "
                 f"result={'PASS' if self.ok else 'FAIL'}")

@@ -19,7 +19,14 @@ from worker.local.emulator import MotoServer, create_queue_with_dlq
 from worker.local.load.faults import FaultInjector, TcpProxy, database_address, proxied_url
 from worker.local.load.report import LoadReport, log
 from worker.local.load.verify import done_documents, queue_counts, verify
-from worker.local.load.workers import Cluster, ThrowawayDatabase, WorkerProcess, migrate, worker_environment
+from worker.local.load.workers import (
+    Cluster,
+    ThrowawayDatabase,
+    WorkerProcess,
+    WorkerRole,
+    migrate,
+    worker_environment,
+)
 from worker.local.load.workload import plan_workload, send_workload
 
 MAX_RECEIVE_COUNT = 3
@@ -35,8 +42,12 @@ class LoadConfig:
     visibility_timeout: int = 30
     shutdown_deadline: int = 30
     outage_s: float = 6.0
+    # Longer than three receives at the retry backoff below (3 s, then 6 s): a worker that kept
+    # receiving while the database refuses writes would dead-letter good jobs.
+    write_refusal_s: float = 12.0
+    retry_backoff: float = 3.0
     faults: bool = True
-    rounds: int | None = None  # fault rounds (SIGKILL, SIGTERM, outage); default 1 per 500 jobs
+    rounds: int | None = None  # fault rounds (SIGKILL, SIGTERM, outage, write refusal); default 1 per 500 jobs
     timeout: float | None = None
     keep: bool = False
     work_dir: Path | None = None
@@ -102,11 +113,21 @@ def run_load(config: LoadConfig) -> LoadReport:
         engine = sqlalchemy.create_engine(database_url, pool_pre_ping=True)
         cleanup.callback(engine.dispose)
 
-        env = worker_environment(moto.endpoint, queue_url, dlq_url, proxied_url(database_url, proxy.port),
-                                 config.visibility_timeout, config.shutdown_deadline)
         migrate(database_url)
+        role: WorkerRole | None = WorkerRole(database_url)
+        try:
+            worker_url = role.create()
+            cleanup.callback(role.drop)  # after the workers stop (registered later, so run earlier)
+        except sqlalchemy.exc.SQLAlchemyError as error:  # e.g. a given database whose user may not create roles
+            notes.append(f"the workers connect as the database's owner: no role of their own ({type(error).__name__})")
+            role, worker_url = None, database_url
+        env = worker_environment(moto.endpoint, queue_url, dlq_url, proxied_url(worker_url, proxy.port),
+                                 config.visibility_timeout, config.shutdown_deadline,
+                                 retry_backoff=config.retry_backoff)
         workload = plan_workload(config.jobs, seed=config.seed)
-        faults["poison"] = len(workload.poison)
+        kinds = Counter(workload.poison.values())
+        faults["poison"] = len(workload.poison) - kinds["bad_id"]
+        faults["bad_id"] = kinds["bad_id"]
         faults["duplicate_sends"] = workload.duplicates
         log(f"workload: {len(workload.expected)} jobs, {workload.tests} tests, "
             f"{len(workload.messages)} messages ({len(workload.poison)} poison, {workload.duplicates} duplicates)")
@@ -118,16 +139,17 @@ def run_load(config: LoadConfig) -> LoadReport:
             workers.append(worker)
         cluster = Cluster(workers, notes)
         cleanup.callback(cluster.stop)
-        inject = FaultInjector(cluster, proxy, faults, notes, config.shutdown_deadline, config.outage_s)
+        inject = FaultInjector(cluster, proxy, faults, notes, config.shutdown_deadline, config.outage_s, role,
+                               config.write_refusal_s)
         documents = set(workload.expected)
         total = len(documents)
         # The messages go out in phases; each fault is injected while a fresh phase is in work,
-        # so that it hits a batch in flight whatever N is. A round is SIGKILL, SIGTERM, outage;
-        # the first phase carries 40% of the messages, the rest are split evenly.
+        # so that it hits a batch in flight whatever N is. A round is SIGKILL, SIGTERM, outage,
+        # write refusal; the first phase carries 40% of the messages, the rest are split evenly.
         rounds = max(1, config.rounds or 1) if config.faults else 1
         count = len(workload.messages)
         first = int(count * 0.4)
-        cuts = [0] + [first + (count - first) * k // (3 * rounds) for k in range(3 * rounds)] + [count]
+        cuts = [0] + [first + (count - first) * k // (4 * rounds) for k in range(4 * rounds)] + [count]
         phases = [workload.messages[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
         sent: Counter = Counter()
 
@@ -165,6 +187,8 @@ def run_load(config: LoadConfig) -> LoadReport:
             cluster.wait_ready(min(300, remaining()))
             next_phase()
             inject.db_outage(min(120, remaining()))
+            next_phase()
+            inject.db_refuses_writes(min(120, remaining()))
         while phase < len(phases):
             next_phase()
         log(f"everything sent: {dict(sent)}")
@@ -215,13 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--visibility-timeout", type=int, default=30)
     parser.add_argument("--outage", type=float, default=6.0, help="seconds the database refuses connections")
+    parser.add_argument("--write-refusal", type=float, default=12.0,
+                        help="seconds the database answers but refuses writes")
     parser.add_argument("--no-faults", action="store_true", help="no kill/term/outage (poison and duplicates stay)")
-    parser.add_argument("--rounds", type=int, help="rounds of SIGKILL, SIGTERM and outage (default 1 per 500 jobs)")
+    parser.add_argument("--rounds", type=int, help="rounds of SIGKILL, SIGTERM, outage and write refusal "
+                        "(default 1 per 500 jobs)")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds (default 300 + 1 s per job)")
     parser.add_argument("--keep", action="store_true", help="keep the logs and the throwaway database")
     args = parser.parse_args(argv)
     config = LoadConfig(jobs=args.jobs, workers=args.workers, database_url=args.database_url, seed=args.seed,
                         visibility_timeout=args.visibility_timeout, outage_s=args.outage,
+                        write_refusal_s=args.write_refusal,
                         faults=not args.no_faults, rounds=args.rounds, timeout=args.timeout, keep=args.keep)
     try:
         report = run_load(config)

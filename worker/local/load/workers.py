@@ -50,6 +50,51 @@ class ThrowawayDatabase:
             admin.dispose()
 
 
+class WorkerRole:
+    """A login role for the workers, with no superuser rights (production's database user has none), so
+    that the suite can revoke its writes: the database then answers SELECT 1 but refuses every write,
+    as after a failover to a read-only node or a revoked grant."""
+
+    WRITES = "insert, update on lab_jobs, lab_test_results, lab_test_mappings"
+
+    def __init__(self, database_url: str):
+        self.database_url = database_url
+        self.name = f"mlw_load_worker_{uuid.uuid4().hex[:8]}"
+
+    def _run(self, *statements: str) -> None:
+        import sqlalchemy
+
+        admin = sqlalchemy.create_engine(self.database_url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                for statement in statements:
+                    connection.execute(sqlalchemy.text(statement))
+        finally:
+            admin.dispose()
+
+    def create(self) -> str:
+        """Create the role with the worker's grants (the schema must exist); returns its database URL."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        self._run(f'create role "{self.name}" login',
+                  f'grant connect on database "{url.database}" to "{self.name}"',
+                  f'grant usage on schema public to "{self.name}"',
+                  f'grant select on all tables in schema public to "{self.name}"',
+                  f'grant {self.WRITES} to "{self.name}"')
+        return url.set(username=self.name, password=None).render_as_string(hide_password=False)
+
+    def refuse_writes(self) -> None:
+        self._run(f'revoke {self.WRITES} from "{self.name}"')
+
+    def allow_writes(self) -> None:
+        self._run(f'grant {self.WRITES} to "{self.name}"')
+
+    def drop(self) -> None:
+        self._run(f"select pg_terminate_backend(pid) from pg_stat_activity where usename = '{self.name}'",
+                  f'drop owned by "{self.name}"', f'drop role if exists "{self.name}"')
+
+
 # The consumer logs "messages received" (with a count) when a batch arrives: the batch is in work from then on.
 BUSY_PATTERN = re.compile(r"messages received", re.IGNORECASE)
 READY_PATTERN = re.compile(r"worker ready", re.IGNORECASE)
@@ -59,6 +104,7 @@ EVENT_PATTERNS = {
     "released": re.compile(r'"message": "message released"'),
     "dead_lettered": re.compile(r'"message": "message dead-lettered"'),
     "duplicate_acks": re.compile(r'"message": "job already done'),
+    "requeued": re.compile(r'"message": "message given back as a fresh copy'),
 }
 
 
@@ -186,7 +232,7 @@ class Cluster:
 
 def worker_environment(endpoint: str, queue_url: str, dlq_url: str, database_url: str,
                        visibility_timeout: int, shutdown_deadline: int, wait_time: int = 1,
-                       model: str | None = None) -> dict[str, str]:
+                       model: str | None = None, retry_backoff: float = 10.0) -> dict[str, str]:
     from worker.mapping.model import packaged_model_dir
 
     env = dict(os.environ)
@@ -206,6 +252,9 @@ def worker_environment(endpoint: str, queue_url: str, dlq_url: str, database_url
         "ML_WORKER_VISIBILITY_TIMEOUT": str(visibility_timeout),
         "ML_WORKER_SHUTDOWN_DEADLINE": str(shutdown_deadline),
         "DATABASE_URL": database_url,
+        # The suite migrates before the workers start; their role may not change the schema.
+        "ML_WORKER_MIGRATE_ON_START": "false",
+        "ML_WORKER_RETRY_BACKOFF": f"{retry_backoff:g}",
         "ML_WORKER_STATS_INTERVAL": "15",
         "LOG_LEVEL": "INFO",
         "HF_HUB_OFFLINE": "1",

@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-POISON_KINDS = ("not_json", "contract", "unknown_job_type")
+POISON_KINDS = ("not_json", "contract", "unknown_job_type", "bad_id")
 
 
 @dataclass
@@ -93,9 +93,12 @@ def plan_workload(jobs: int, seed: int = 2026, poison_per_kind: int | None = Non
         target.job = job
         messages.append(PlannedMessage("duplicate", target.document_id, target.user_id, target.tests, job=job))
     poison: dict[str, str] = {}
-    for number in range(poison_per_kind):
-        for kind in POISON_KINDS:
-            marker = f"poison-{run}-{kind}-{number}"
+    # Bad-id jobs are the neighbours that used to take their whole batch to the DLQ: enough of them
+    # to land in many good batches, and every variant at least once.
+    per_kind = {kind: poison_per_kind for kind in POISON_KINDS} | {"bad_id": max(4, jobs // 100)}
+    for kind, count in per_kind.items():
+        for number in range(count):
+            marker = f"poison-{run}-{kind}-{number:04d}"  # fixed width: no marker is a prefix of another
             poison[marker] = kind
             if kind == "not_json":
                 body = f"{{'job_type': 'lab_categorization', truncated {marker}"
@@ -108,6 +111,19 @@ def plan_workload(jobs: int, seed: int = 2026, poison_per_kind: int | None = Non
                 ][number % 4]
                 body = json.dumps({"job_type": "lab_categorization", "schema_version": 1,
                                    "job_id": marker, "poison": marker, **broken})
+            elif kind == "bad_id":
+                # What the store cannot hold, shaped like a good job, so that it lands in good batches:
+                # an id past BIGINT, or a NUL in the job id or a test name.
+                bad = [
+                    {"user_id": 2**63, "document_id": 8, "job_id": marker},
+                    {"user_id": 7, "document_id": 2**64, "job_id": marker},
+                    {"user_id": 7, "document_id": 8, "job_id": marker + "\u0000"},
+                    {"user_id": 7, "document_id": 8, "job_id": marker,
+                     "tests": [{"test_name": "Hemo\u0000globin", "test_value": "14.5", "test_unit": "g/dL"}]},
+                ][number % 4]
+                body = json.dumps({"job_type": "lab_categorization", "schema_version": 1, "poison": marker,
+                                   "tests": [{"test_name": "Hemoglobin", "test_value": "14.5", "test_unit": "g/dL"}],
+                                   **bad})
             else:
                 body = json.dumps({"job_type": "pdf_ocr", "schema_version": 1, "job_id": marker,
                                    "poison": marker, "user_id": 7, "document_id": 8,
