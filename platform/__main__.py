@@ -45,7 +45,7 @@ alarms = WorkerAlarms("ml-worker-alarms", AlarmsArgs(
 dashboard = WorkerDashboard("ml-worker-dashboard", DashboardArgs(
     cfg=cfg, log_group_name=service.log_group_name, cluster_name=service.cluster_name,
     service_name=service.service_name,
-    alarm_arns=[a.arn for a in [alarms.dlq_alarm, *alarms.age_alarms, alarms.not_starting_alarm, *scaling.alarms]],
+    alarm_arns=[*alarms.arns, *(a.arn for a in scaling.alarms)],
 ))
 
 params = WorkerParameters("ml-worker-parameters", ParamsArgs(

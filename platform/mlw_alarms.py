@@ -105,4 +105,5 @@ class WorkerAlarms(pulumi.ComponentResource):
                 metric("running", "ECS/ContainerInsights", "RunningTaskCount", service),
                 expression("IF(FILL(running, 0) == 0, FILL(desired, 0), 0)", "tasks wanted while none runs"),
             ])
+        self.arns = [a.arn for a in (self.dlq_alarm, *self.age_alarms, self.not_starting_alarm)]
         self.register_outputs({})
