@@ -21,14 +21,17 @@ from pydantic.alias_generators import to_camel
 
 PROJECT = "zivo-ml-worker"
 
-# Fargate's valid memory sizes (MiB) for the CPU sizes this worker can sensibly use.
+# Fargate's valid memory sizes (MiB) for the CPU sizes this worker can sensibly use (RegisterTaskDefinition's
+# `memory`, as documented in botocore's ECS model: a test compares the two).
 _FARGATE_MEMORY = {
-    256: range(512, 2048 + 1, 512),
+    256: (512, 1024, 2048),
     512: range(1024, 4096 + 1, 1024),
     1024: range(2048, 8192 + 1, 1024),
     2048: range(4096, 16384 + 1, 1024),
     4096: range(8192, 30720 + 1, 1024),
 }
+# Read from `aws:region`, not from the project's namespace.
+_NOT_PROJECT_KEYS = {"region"}
 _LOG_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                        2557, 2922, 3288, 3653}
 
@@ -130,7 +133,7 @@ class PlatformConfig(BaseModel):
     @classmethod
     def keys(cls) -> list[str]:
         """The project-namespace config keys (all but `region`, which is `aws:region`)."""
-        return [f.alias or name for name, f in cls.model_fields.items() if name != "region"]
+        return [f.alias or name for name, f in cls.model_fields.items() if name not in _NOT_PROJECT_KEYS]
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], region: str) -> PlatformConfig:

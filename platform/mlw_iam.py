@@ -73,7 +73,7 @@ def api_send_policy(queue_arns: list[str]) -> dict:
 
 def role_name_from_arn(role_arn: str) -> str:
     """arn:aws:iam::123456789012:role/path/name -> name."""
-    return role_arn.rsplit("/", 1)[-1]
+    return role_arn.rpartition("/")[2]
 
 
 @dataclass(frozen=True)

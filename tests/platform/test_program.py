@@ -411,6 +411,9 @@ def test_dashboard(program):
     titles = [w["properties"]["title"] for w in widgets]
     assert titles == ["Queue depth (visible and in flight), DLQ", "Oldest message age (s)", "Tasks: desired vs running",
                       "Jobs and tests per minute", "Job latency (s)", "Alarms"]
+    # Two widgets per row on CloudWatch's 24-column grid, 6 rows high, none overlapping.
+    assert [(w["x"], w["y"], w["width"], w["height"]) for w in widgets] == [
+        (12 * (i % 2), 6 * (i // 2), 12, 6) for i in range(len(widgets))]
     depth = {(m[1], m[3]) for m in widgets[0]["properties"]["metrics"]}
     for queue in (f"{ENV}-ml-worker-queue", f"{ENV}-ml-worker-dlq"):
         assert {("ApproximateNumberOfMessagesVisible", queue),
