@@ -28,7 +28,7 @@ def expression(expr: str, label: str) -> dict:
     return {"id": "result", "expression": expr, "label": label, "return_data": True}
 
 
-@dataclass(frozen=True)
+@dataclass
 class AlarmsArgs:
     cfg: PlatformConfig
     cluster_name: pulumi.Input[str]

@@ -60,7 +60,7 @@ def dashboard_body(cfg: PlatformConfig, cluster: str, service: str, alarm_arns: 
     ]}
 
 
-@dataclass(frozen=True)
+@dataclass
 class DashboardArgs:
     cfg: PlatformConfig
     log_group_name: pulumi.Input[str]

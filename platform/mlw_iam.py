@@ -76,7 +76,7 @@ def role_name_from_arn(role_arn: str) -> str:
     return role_arn.rpartition("/")[2]
 
 
-@dataclass(frozen=True)
+@dataclass
 class IamArgs:
     names: Names
     aws: AwsContext

@@ -52,7 +52,7 @@ def base_build_args(cfg: PlatformConfig) -> dict[str, str] | None:
     return {"BIOBERT_REVISION": cfg.biobert_revision, "MODEL_DIR": BIOBERT_MODEL_DIR}
 
 
-@dataclass(frozen=True)
+@dataclass
 class ImagesArgs:
     cfg: PlatformConfig
     keep_images: int = 10

@@ -20,7 +20,7 @@ INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr", "logs", "ssm", "sqs")
 HTTPS = 443
 
 
-@dataclass(frozen=True)
+@dataclass
 class NetworkArgs:
     cfg: PlatformConfig
     facts: NetworkFacts

@@ -12,7 +12,7 @@ import pulumi_aws as aws
 from mlw_config import Names
 
 
-@dataclass(frozen=True)
+@dataclass
 class ParamsArgs:
     names: Names
     queue_url: pulumi.Input[str]

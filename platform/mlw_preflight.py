@@ -67,7 +67,7 @@ def check_roles(cfg: PlatformConfig, account: str) -> None:
     for key, arn in [("apiRoleArn", cfg.api_role_arn)] + [("operatorRoleArns", a) for a in cfg.operator_role_arns]:
         if account_of(arn) != account:
             raise refuse(key, f"{arn} is in account {account_of(arn)}, but this stack deploys to account {account}")
-        name = arn.rsplit("/", 1)[-1]
+        name = arn.rpartition("/")[2]
         look_up(key, f"role {name} not found in account {account}", lambda name=name: aws.iam.get_role(name=name))
 
 

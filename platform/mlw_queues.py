@@ -23,7 +23,7 @@ FOUR_DAYS = 4 * 24 * 3600
 FOURTEEN_DAYS = 14 * 24 * 3600
 
 
-@dataclass(frozen=True)
+@dataclass
 class QueuesArgs:
     names: Names
     aws: AwsContext
@@ -100,7 +100,6 @@ class WorkerQueues(pulumi.ComponentResource):
 
         self.queue = job_queue("queue", names.queue)
         self.priority = job_queue("priority", names.priority_queue) if args.priority else None
-        self.consumed = [q for q in (self.priority, self.queue) if q is not None]
 
         for resource_name, queue in (("queue", self.queue), ("priority", self.priority)):
             if queue is None:

@@ -59,7 +59,7 @@ def alarm_args(spec: dict, actions: list[pulumi.Input[str]]) -> dict:
     }
 
 
-@dataclass(frozen=True)
+@dataclass
 class ScalingArgs:
     cfg: PlatformConfig
     cluster_name: pulumi.Input[str]

@@ -19,8 +19,8 @@ Two alarms drive two ExactCapacity step policies:
 
 Application Auto Scaling measures step bounds from the alarm threshold; above the threshold a
 step's lower bound is inclusive and its upper bound exclusive. Message counts are integers, so
-the step for k tasks covers depths (k-1)*target+1 .. k*target, i.e. offsets
-[(k-1)*target + 1 - threshold, k*target + 1 - threshold).
+the step for k tasks covers depths (k-1)*target+1 .. k*target, i.e. offsets [(k-1)*target, k*target)
+from the threshold of 1.
 
 No Pulumi here: `opsctl scaling simulate --local` builds the same specs from a stack file.
 """
@@ -58,18 +58,15 @@ class Step:
         return step
 
 
-def scale_out_steps(target_depth: int, max_capacity: int, threshold: int = SCALE_OUT_THRESHOLD) -> list[Step]:
-    """The scale-out policy's steps: depth d >= threshold gives min(ceil(d / target), max) tasks."""
-    if target_depth < 1 or max_capacity < 1 or threshold < 1:
-        raise ValueError("target depth, max capacity and threshold must all be >= 1")
-    steps = []
-    for k in range(1, max_capacity + 1):
-        lower = (k - 1) * target_depth + 1 - threshold
-        upper = None if k == max_capacity else k * target_depth + 1 - threshold
-        if upper is not None and upper <= 0:
-            continue  # a step entirely below the threshold can never fire
-        steps.append(Step(lower=max(lower, 0), upper=upper, capacity=k))
-    return steps
+def scale_out_steps(target_depth: int, max_capacity: int) -> list[Step]:
+    """The scale-out policy's steps: depth d >= 1 gives min(ceil(d / target), max) tasks.
+
+    With the threshold at 1, the step for k tasks covers offsets [(k-1)*target, k*target).
+    """
+    if target_depth < 1 or max_capacity < 1:
+        raise ValueError("target depth and max capacity must both be >= 1")
+    return [Step(lower=(k - 1) * target_depth, upper=None if k == max_capacity else k * target_depth, capacity=k)
+            for k in range(1, max_capacity + 1)]
 
 
 def scale_in_steps() -> list[Step]:

@@ -91,7 +91,7 @@ def container_definition(cfg: PlatformConfig, image: str, environment: list[dict
     }
 
 
-@dataclass(frozen=True)
+@dataclass
 class ServiceArgs:
     cfg: PlatformConfig
     aws: AwsContext

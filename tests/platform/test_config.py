@@ -99,3 +99,35 @@ def test_role_name_from_arn():
 
     assert role_name_from_arn(f"arn:aws:iam::{ACCOUNT}:role/api") == "api"
     assert role_name_from_arn(f"arn:aws:iam::{ACCOUNT}:role/team/path/api") == "api"
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = config()
+    assert (cfg.environment, cfg.database_port, cfg.min_capacity, cfg.max_capacity, cfg.target_queue_depth,
+            cfg.scale_in_after_minutes, cfg.task_cpu, cfg.task_memory, cfg.log_retention_days, cfg.log_level,
+            cfg.oldest_message_alarm_seconds, cfg.priority_queue, cfg.vpc_endpoints, cfg.private_route_table_ids,
+            cfg.operator_role_arns, cfg.alarm_topic_arn, cfg.alarm_email, cfg.biobert_revision) == (
+        "production", 5432, 0, 3, 5, 10, 512, 3072, 30, "INFO", 900, False, False, (), (), None, None, None)
+    assert cfg.batch_size == 5
+    assert PlatformConfig.shutdown_deadline < PlatformConfig.stop_timeout <= 120  # Fargate Spot's two minutes
+
+
+def test_a_stack_file_without_a_region_is_refused():
+    with pytest.raises(StackConfigError, match="aws:region"):
+        PlatformConfig.from_stack_file({"config": {"zivo-ml-worker:vpcId": "vpc-1"}})
+    cfg = PlatformConfig.from_stack_file({"config": {"aws:region": "eu-west-1", "other:key": 1,
+                                                     **{f"zivo-ml-worker:{k}": v for k, v in BASE.items()}}})
+    assert cfg.region == "eu-west-1" and cfg.vpc_id == "vpc-1"
+
+
+def test_value_objects_are_immutable():
+    import dataclasses
+
+    from mlw_preflight import AwsContext
+    from mlw_scaling_rules import Step
+
+    for value, field in ((AwsContext("aws", ACCOUNT, "ap-south-1"), "account_id"), (Step(0, 5, 1), "capacity")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, field, None)
+    with pytest.raises(Exception, match="frozen"):
+        config().max_capacity = 9  # type: ignore[misc]

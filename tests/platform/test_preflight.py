@@ -58,9 +58,10 @@ def test_an_invalid_value_is_refused_before_anything_is_created():
     assert refused({"maxCapacity": 0}).startswith("invalid ml-worker stack config: maxCapacity")
 
 
-def test_api_role_of_another_account():
-    message = refused({"apiRoleArn": "arn:aws:iam::555566667777:role/zivohealth-production-api"})
-    assert message.startswith("preflight: apiRoleArn: ") and "555566667777" in message and ACCOUNT in message
+@pytest.mark.parametrize("other", ["555566667777", "111122223333"])
+def test_api_role_of_another_account(other):
+    message = refused({"apiRoleArn": f"arn:aws:iam::{other}:role/zivohealth-production-api"})
+    assert message.startswith("preflight: apiRoleArn: ") and other in message and ACCOUNT in message
 
 
 def test_api_role_that_does_not_exist():

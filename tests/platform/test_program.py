@@ -123,7 +123,12 @@ def test_ecr_repositories(program):
     assert set(repos) == {f"{ENV}-ml-worker-base", f"{ENV}-ml-worker"}
     for repo in repos.values():
         assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
-    assert len(program.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")) == 2
+    policies = program.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+    assert len(policies) == 2
+    for policy in policies:
+        [rule] = policy.json("policy")["rules"]
+        assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10}
+        assert rule["action"] == {"type": "expire"}
 
 
 def test_awsx_image_inputs(program):
@@ -173,7 +178,9 @@ def test_task_definition(program):
     assert c["essential"] is True
     assert c["command"] == ["python", "-m", "worker"]
     assert c["stopTimeout"] == 120
-    assert c["healthCheck"]["command"] == ["CMD", "python", "-m", "worker", "healthcheck"]
+    assert c["healthCheck"] == {"command": ["CMD", "python", "-m", "worker", "healthcheck"], "interval": 30,
+                                "timeout": 10, "retries": 3, "startPeriod": 180}
+    assert c["linuxParameters"] == {"initProcessEnabled": True}
     log = c["logConfiguration"]
     assert log["logDriver"] == "awslogs"
     assert log["options"]["awslogs-group"] == f"/ecs/{ENV}-ml-worker"
@@ -259,6 +266,8 @@ def test_service(program):
     assert net["subnets"] == program.config["zivo-ml-worker:privateSubnetIds"] == list(SUBNETS)
     assert net["securityGroups"] == ["security-group-id"]  # the mock's id for the worker's security group
     assert s["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert (s["deploymentMinimumHealthyPercent"], s["deploymentMaximumPercent"]) == (100, 200)
+    assert s["waitForSteadyState"] is False  # the service sits at 0 tasks: there is no steady state to wait for
 
 
 def test_security_group_has_no_ingress(program):
@@ -411,6 +420,7 @@ def test_dashboard(program):
     titles = [w["properties"]["title"] for w in widgets]
     assert titles == ["Queue depth (visible and in flight), DLQ", "Oldest message age (s)", "Tasks: desired vs running",
                       "Jobs and tests per minute", "Job latency (s)", "Alarms"]
+    assert {w["properties"].get("period", 60) for w in widgets} == {60}
     # Two widgets per row on CloudWatch's 24-column grid, 6 rows high, none overlapping.
     assert [(w["x"], w["y"], w["width"], w["height"]) for w in widgets] == [
         (12 * (i % 2), 6 * (i // 2), 12, 6) for i in range(len(widgets))]

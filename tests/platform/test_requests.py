@@ -76,8 +76,9 @@ def test_an_out_of_range_health_check_stops_the_program():
     for key, value in [("retries", 30), ("startPeriod", 900), ("interval", 4), ("timeout", 61)]:
         with pytest.raises(ValueError, match=key):
             checked_health_check({**HEALTH_CHECK, key: value})
-    with pytest.raises(ValueError, match="timeout"):
-        checked_health_check({**HEALTH_CHECK, "timeout": 30, "interval": 30})
+    for timeout, interval in [(30, 30), (40, 30)]:
+        with pytest.raises(ValueError, match="timeout"):
+            checked_health_check({**HEALTH_CHECK, "timeout": timeout, "interval": interval})
 
 
 # -- parliament ------------------------------------------------------------------------------------
