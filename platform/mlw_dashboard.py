@@ -86,7 +86,7 @@ class WorkerDashboard(pulumi.ComponentResource):
                 opts=child,
             )
         body = pulumi.Output.all(args.cluster_name, args.service_name, *args.alarm_arns).apply(
-            lambda v: json.dumps(dashboard_body(cfg, v[0], v[1], list(v[2:])), indent=1))
+            lambda v: json.dumps(dashboard_body(cfg, v[0], v[1], list(v[2:]))))
         self.dashboard = aws.cloudwatch.Dashboard("dashboard", dashboard_name=names.dashboard, dashboard_body=body,
                                                   opts=child)
         self.url = dashboard_url(cfg.region, names.dashboard)

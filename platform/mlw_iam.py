@@ -92,7 +92,7 @@ class WorkerIam(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         names, ctx = args.names, args.aws
 
-        trust = json.dumps(ecs_tasks_trust(ctx.account_id), indent=2)
+        trust = json.dumps(ecs_tasks_trust(ctx.account_id))
         self.execution_role = aws.iam.Role(
             "execution-role", name=f"{names.service}-execution", assume_role_policy=trust,
             description="ECS pulls the ML worker image, writes its logs, injects its database secrets", opts=child,
@@ -108,21 +108,21 @@ class WorkerIam(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             "execution-policy", name="ml-worker-execution", role=self.execution_role.id,
             policy=pulumi.Output.from_input(args.worker_repository_arn).apply(
-                lambda repo: json.dumps(execution_policy(repo, log_group_arn, parameter_arns), indent=2)),
+                lambda repo: json.dumps(execution_policy(repo, log_group_arn, parameter_arns))),
             opts=child,
         )
 
         task_arns = ctx.arn("ecs", f"task/{names.cluster}/*")
         aws.iam.RolePolicy(
             "task-policy", name="ml-worker-task", role=self.task_role.id,
-            policy=json.dumps(task_policy(args.consumed_queue_arns, args.dlq_arn, task_arns), indent=2),
+            policy=json.dumps(task_policy(args.consumed_queue_arns, args.dlq_arn, task_arns)),
             opts=child,
         )
 
         # The API role lives elsewhere (the app's stack); this adds one inline policy to it.
         aws.iam.RolePolicy(
             "api-send-policy", name=f"{names.service}-send", role=role_name_from_arn(args.api_role_arn),
-            policy=json.dumps(api_send_policy(args.consumed_queue_arns), indent=2),
+            policy=json.dumps(api_send_policy(args.consumed_queue_arns)),
             opts=child,
         )
         self.register_outputs({"execution_role_arn": self.execution_role.arn, "task_role_arn": self.task_role.arn})

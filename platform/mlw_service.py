@@ -136,7 +136,7 @@ class WorkerService(pulumi.ComponentResource):
         ).apply(lambda v: json.dumps([container_definition(
             cfg, v["image"], worker_environment(cfg, v["queue"], v["dlq"], v["priority"]),
             {"POSTGRES_USER": v["user"], "POSTGRES_PASSWORD": v["password"]},
-        )], indent=2))
+        )]))
 
         self.task_definition = aws.ecs.TaskDefinition(
             "task-definition",

@@ -74,12 +74,12 @@ def test_operator_role_that_does_not_exist():
     assert message.startswith("preflight: operatorRoleArns: role gone not found")
 
 
-def test_subnet_of_another_vpc():
+@pytest.mark.parametrize("other", ["vpc-0other00000000000", "vpc-00000000000000001"])
+def test_subnet_of_another_vpc(other):
     account = FakeAccount()
-    account.subnets[SUBNET_B]["vpcId"] = "vpc-0other00000000000"
+    account.subnets[SUBNET_B]["vpcId"] = other
     message = refused(account=account)
-    assert message == f"preflight: privateSubnetIds: {SUBNET_B} belongs to vpc-0other00000000000, not vpcId " \
-                      "vpc-0a1b2c3d4e5f60718"
+    assert message == f"preflight: privateSubnetIds: {SUBNET_B} belongs to {other}, not vpcId vpc-0a1b2c3d4e5f60718"
 
 
 def test_subnet_that_maps_public_ips():

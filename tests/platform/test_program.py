@@ -428,7 +428,9 @@ def test_dashboard(program):
     for queue in (f"{ENV}-ml-worker-queue", f"{ENV}-ml-worker-dlq"):
         assert {("ApproximateNumberOfMessagesVisible", queue),
                 ("ApproximateNumberOfMessagesNotVisible", queue)} <= depth
-    assert {m[1] for m in widgets[2]["properties"]["metrics"]} == {"DesiredTaskCount", "RunningTaskCount"}
+    assert {tuple(m[:6]) for m in widgets[2]["properties"]["metrics"]} == {
+        ("ECS/ContainerInsights", metric, "ClusterName", f"{ENV}-ml-worker", "ServiceName", f"{ENV}-ml-worker")
+        for metric in ("DesiredTaskCount", "RunningTaskCount")}
     assert {m[1] for m in widgets[3]["properties"]["metrics"]} == {"JobsCompleted", "TestsMapped"}
     assert {m[1] for m in widgets[4]["properties"]["metrics"]} == {"JobSeconds"}
     alarm_arns = {a.outputs["arn"] for a in program.of_type(ALARM)}
