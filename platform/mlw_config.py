@@ -194,15 +194,13 @@ class PlatformConfig(BaseModel):
         return (self.api_role_arn, *self.operator_role_arns)
 
 
-def refuse_placeholders(values: Mapping[str, Any]) -> None:
+def refuse_placeholders(values: Mapping[str, str | None]) -> None:
     """One line naming every key that still holds an example value of the committed stack file."""
     found = []
-    for key, value in values.items():
-        text = value if isinstance(value, str) else json.dumps(value)
-        for pattern, what in _PLACEHOLDERS:
-            if value is not None and pattern.search(text):
-                found.append(f"{key} ({what})")
-                break
+    for key, value in values.items():  # Pulumi hands every value over as text (lists as JSON)
+        what = next((what for pattern, what in _PLACEHOLDERS if value and pattern.search(value)), None)
+        if what:
+            found.append(f"{key} ({what})")
     if found:
         raise StackConfigError(
             "the stack config still holds placeholder values: " + ", ".join(found)

@@ -31,7 +31,7 @@ def dashboard_url(region: str, name: str) -> str:
 def dashboard_body(cfg: PlatformConfig, cluster: str, service: str, alarm_arns: list[str]) -> dict:
     names, region = cfg.names, cfg.region
 
-    def graph(title: str, metrics: list, stat: str = "Maximum", y: int = 0, x: int = 0) -> dict:
+    def graph(title: str, metrics: list, y: int, x: int, stat: str = "Maximum") -> dict:
         return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
                 "properties": {"title": title, "region": region, "view": "timeSeries", "stat": stat,
                                "period": 60, "metrics": metrics}}

@@ -89,6 +89,12 @@ def test_every_key_is_documented_and_in_the_stack_file():
     assert set(keys) - in_file == {"biobertRevision"}  # every key but the BioBERT build option is shown there
 
 
+def test_fields_by_their_python_names_too():
+    cfg = PlatformConfig(region="ap-south-1", vpc_id="vpc-1", private_subnet_ids=("subnet-1",), database_host="db",
+                         database_name="app", api_role_arn=f"arn:aws:iam::{ACCOUNT}:role/api", max_capacity=4)
+    assert (cfg.vpc_id, cfg.max_capacity) == ("vpc-1", 4)
+
+
 def test_unknown_keys_are_refused():
     with pytest.raises(StackConfigError, match="alarmEmial"):
         config(alarmEmial="a@b.co")

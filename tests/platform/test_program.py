@@ -128,7 +128,7 @@ def test_ecr_repositories(program):
     for policy in policies:
         [rule] = policy.json("policy")["rules"]
         assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10}
-        assert rule["action"] == {"type": "expire"}
+        assert rule["action"] == {"type": "expire"} and rule["rulePriority"] == 1  # ECR's priorities start at 1
 
 
 def test_awsx_image_inputs(program):

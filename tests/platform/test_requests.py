@@ -73,9 +73,11 @@ def test_health_check_within_the_ranges_ecs_documents(program):
 def test_an_out_of_range_health_check_stops_the_program():
     from mlw_service import HEALTH_CHECK, checked_health_check
 
-    for key, value in [("retries", 30), ("startPeriod", 900), ("interval", 4), ("timeout", 61)]:
-        with pytest.raises(ValueError, match=key):
+    for key, value in [("retries", 30), ("retries", 0), ("startPeriod", 900), ("interval", 4), ("timeout", 61)]:
+        with pytest.raises(ValueError, match=f"health check {key} {value} is outside"):
             checked_health_check({**HEALTH_CHECK, key: value})
+    for key, value in [("retries", 10), ("retries", 1), ("startPeriod", 300), ("startPeriod", 0), ("interval", 300)]:
+        assert checked_health_check({**HEALTH_CHECK, key: value})[key] == value  # the ends of ECS's ranges
     for timeout, interval in [(30, 30), (40, 30)]:
         with pytest.raises(ValueError, match="timeout"):
             checked_health_check({**HEALTH_CHECK, "timeout": timeout, "interval": interval})
