@@ -281,6 +281,15 @@ def run_checks(state: State, only: list[str] | None = None, database_url: str | 
     return results
 
 
+def dashboard_url(state: State) -> str | None:
+    """The stack's CloudWatch dashboard (SSM parameter the platform writes, else its Pulumi output)."""
+    try:
+        name = f"/zivohealth/{state.env}/ml_worker/dashboard_url"
+        return state.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
+    except (ClientError, BotoCoreError):
+        return state.resources.pulumi_outputs().get("ml_worker_dashboard_url")
+
+
 def doctor(
     ctx: typer.Context,
     queue_url: QueueUrlOpt = None,
@@ -309,8 +318,11 @@ def doctor(
         raise typer.BadParameter(f"no check named {', '.join(unknown)}; checks: {', '.join(CHECK_NAMES)}",
                                  param_hint="'--only'")
     checks = run_checks(state, only, database_url, backlog_warn)
+    url = dashboard_url(state)
     render.doctor(state, {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks],
-                          "resources": state.resources.sources()})
+                          "resources": state.resources.sources(), "dashboard_url": url})
+    if url and not state.json:
+        render.say(f"dashboard: {url}")
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
 

@@ -327,6 +327,23 @@ def scaling(state, data: dict) -> None:
         out.print(acts)
 
 
+def simulation(state, data: dict) -> None:
+    if state.json:
+        return emit_json(data)
+    out = console()
+    out.print(escape(f"{data['source']}: capacity {data['min']}..{data['max']}, depth on {data['queue']}"))
+    table = _table(None, "minute", "depth", "desired", "alarms in ALARM", "what happened")
+    previous = data["start"]
+    for m in data["minutes"]:
+        desired = str(m["desired"]) if m["desired"] == previous else f"[bold]{m['desired']}[/bold]"
+        previous = m["desired"]
+        firing = [name for name, value in m["alarms"].items() if value == "ALARM"]
+        table.add_row(str(m["minute"]), DASH if m["depth"] is None else str(m["depth"]), desired,
+                      text(", ".join(firing)), text("; ".join(m["events"])))
+    out.print(table)
+    out.print(escape(f"{data['changes']} change(s) of the desired count in {len(data['minutes'])} minute(s)"))
+
+
 # -- doctor -----------------------------------------------------------------------------------
 def doctor(state, data: dict) -> None:
     if state.json:

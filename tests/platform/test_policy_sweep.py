@@ -1,7 +1,8 @@
 """A sweep over every resource the program registers, in every variant of the stack.
 
-No security-group ingress, no public IP, no `*` action and no `*` resource in IAM except where AWS
-requires it, encryption on every queue, retention on every log group.
+No security-group ingress (but HTTPS from the worker's group into the VPC endpoints' group), no
+public IP, no `*` action and no `*` resource in IAM except where AWS requires it, encryption on
+every queue, retention on every log group.
 """
 
 from __future__ import annotations
@@ -70,14 +71,21 @@ def test_star_resource_exceptions_are_only_those_aws_requires():
     assert STAR_RESOURCE_ACTIONS == {"ecr:GetAuthorizationToken"}
 
 
-def test_no_security_group_ingress(prog):
-    groups = prog.of_type("aws:ec2/securityGroup:SecurityGroup")
-    assert groups
-    for sg in groups:
+def test_no_security_group_ingress_but_https_from_the_worker_to_its_endpoints(prog):
+    groups = {sg.name: sg for sg in prog.of_type("aws:ec2/securityGroup:SecurityGroup")}
+    assert "security-group" in groups
+    for sg in groups.values():
         assert sg.inputs.get("ingress") == [], sg.name
-    ingress_types = {"aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
-                     "aws:ec2/securityGroupRule:SecurityGroupRule"}
-    assert not [r for r in prog.resources if r.type in ingress_types]
+    assert not prog.of_type("aws:ec2/securityGroupRule:SecurityGroupRule")
+    rules = prog.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    if "endpoint-security-group" not in groups:
+        assert rules == []
+        return
+    [rule] = rules
+    assert rule.inputs["securityGroupId"] == "endpoint-security-group-id"
+    assert rule.inputs["referencedSecurityGroupId"] == "security-group-id"  # the worker's group, nothing else
+    assert (rule.inputs["ipProtocol"], rule.inputs["fromPort"], rule.inputs["toPort"]) == ("tcp", 443, 443)
+    assert "cidrIpv4" not in rule.inputs and "cidrIpv6" not in rule.inputs
 
 
 def test_no_public_ip(prog):

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from mlw_mocks import ACCOUNT, REPO_ROOT, VPC_CIDR, run_program
+from mlw_config import PACKAGED_MODEL_DIR, PlatformConfig, StackConfigError
+from mlw_mocks import ACCOUNT, REPO_ROOT, SUBNETS, VPC_CIDR, VPC_ID, run_program
 
 REGION = "ap-south-1"
 ENV = "production"
@@ -30,9 +31,10 @@ def policy(prog, name: str) -> dict:
     return prog.one("aws:iam/rolePolicy:RolePolicy", name).json("policy")
 
 
-def test_config_is_the_committed_production_stack(program):
+def test_config_is_the_committed_production_stack_filled_in(program):
     assert program.config["aws:region"] == REGION
     assert program.config["zivo-ml-worker:environment"] == ENV
+    assert program.config["zivo-ml-worker:vpcId"] == VPC_ID
 
 
 # --- queues -------------------------------------------------------------------------------------
@@ -56,6 +58,19 @@ def test_dlq(program):
     assert allow.json("redriveAllowPolicy") == {"redrivePermission": "byQueue", "sourceQueueArns": [QUEUE_ARN]}
 
 
+@pytest.mark.parametrize("fixture", ["program", "priority_program"])
+def test_job_queues_wait_for_the_redrive_allow_policy(fixture, request):
+    """SQS refuses a redrive policy to a DLQ whose allow policy does not list the queue yet."""
+    prog = request.getfixturevalue(fixture)
+    allow = prog.one("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy")
+    job_queues = [q for q in prog.of_type(QUEUE_TYPE) if "redrivePolicy" in q.inputs]
+    assert len(job_queues) == (2 if fixture == "priority_program" else 1)
+    for queue in job_queues:
+        assert any(d.endswith(f"::{allow.name}") for d in queue.dependencies), queue.dependencies
+    dlq = prog.named(QUEUE_TYPE, f"{ENV}-ml-worker-dlq")
+    assert not any(d.endswith(f"::{allow.name}") for d in dlq.dependencies)
+
+
 def test_no_priority_queue_unless_enabled(program):
     assert sorted(r.inputs["name"] for r in program.of_type(QUEUE_TYPE)) == [
         f"{ENV}-ml-worker-dlq", f"{ENV}-ml-worker-queue"]
@@ -69,7 +84,7 @@ def test_priority_queue_likewise(priority_program):
                 "sqsManagedSseEnabled", "redrivePolicy"):
         assert prio[key] == main[key], key
     allow = priority_program.one("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy").json("redriveAllowPolicy")
-    assert sorted(allow["sourceQueueArns"]) == sorted([QUEUE_ARN, PRIORITY_ARN])
+    assert allow["sourceQueueArns"] == [PRIORITY_ARN, QUEUE_ARN]  # from the names, not waiting for the queues
     assert priority_program.outputs["ml_worker_priority_queue_url"] == url(f"{ENV}-ml-worker-priority")
 
 
@@ -108,7 +123,12 @@ def test_ecr_repositories(program):
     assert set(repos) == {f"{ENV}-ml-worker-base", f"{ENV}-ml-worker"}
     for repo in repos.values():
         assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
-    assert len(program.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")) == 2
+    policies = program.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+    assert len(policies) == 2
+    for policy in policies:
+        [rule] = policy.json("policy")["rules"]
+        assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10}
+        assert rule["action"] == {"type": "expire"} and rule["rulePriority"] == 1  # ECR's priorities start at 1
 
 
 def test_awsx_image_inputs(program):
@@ -158,7 +178,9 @@ def test_task_definition(program):
     assert c["essential"] is True
     assert c["command"] == ["python", "-m", "worker"]
     assert c["stopTimeout"] == 120
-    assert c["healthCheck"]["command"] == ["CMD", "python", "-m", "worker", "healthcheck"]
+    assert c["healthCheck"] == {"command": ["CMD", "python", "-m", "worker", "healthcheck"], "interval": 30,
+                                "timeout": 10, "retries": 3, "startPeriod": 180}
+    assert c["linuxParameters"] == {"initProcessEnabled": True}
     log = c["logConfiguration"]
     assert log["logDriver"] == "awslogs"
     assert log["options"]["awslogs-group"] == f"/ecs/{ENV}-ml-worker"
@@ -166,19 +188,16 @@ def test_task_definition(program):
 
 
 def test_worker_environment_and_secrets(program):
-    from mlw_config import PlatformConfig
-
     env = {e["name"]: e["value"] for e in container(program)["environment"]}
-    defaults = PlatformConfig.__dataclass_fields__
     assert env == {
         "ML_WORKER_SQS_QUEUE_URL": url(f"{ENV}-ml-worker-queue"),
         "ML_WORKER_DLQ_URL": url(f"{ENV}-ml-worker-dlq"),
-        "ML_WORKER_BATCH_SIZE": "10",
+        "ML_WORKER_BATCH_SIZE": "5",  # at most the target depth: every task the table asks for finds work
         "ML_WORKER_WAIT_TIME": "20",
         "ML_WORKER_VISIBILITY_TIMEOUT": "300",
         "ML_WORKER_SHUTDOWN_DEADLINE": "90",
-        "ML_WORKER_MODEL": defaults["model_dir"].default,
-        "ML_WORKER_INDEX_DIR": defaults["index_dir"].default,
+        "ML_WORKER_MODEL": PACKAGED_MODEL_DIR,
+        "ML_WORKER_INDEX_DIR": PlatformConfig.index_dir,
         "LOG_LEVEL": "INFO",
         "AWS_REGION": REGION,
         "POSTGRES_HOST": program.config["zivo-ml-worker:databaseHost"],
@@ -199,9 +218,38 @@ def test_priority_queue_url_in_environment(priority_program):
     assert env["ML_WORKER_PRIORITY_QUEUE_URL"] == url(f"{ENV}-ml-worker-priority")
 
 
+def test_batch_size_never_exceeds_the_target_depth_nor_sqs_max():
+    for target, batch in [(1, 1), (3, 3), (5, 5), (10, 10), (25, 10)]:
+        prog = run_program({"targetQueueDepth": target})
+        env = {e["name"]: e["value"] for e in container(prog)["environment"]}
+        assert env["ML_WORKER_BATCH_SIZE"] == str(batch), target
+
+
+def test_biobert_build_option_moves_the_model_everywhere():
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    prog = run_program({"biobertRevision": revision})
+    env = {e["name"]: e["value"] for e in container(prog)["environment"]}
+    assert env["ML_WORKER_MODEL"] == "/opt/models/biobert-mnli-snli-scinli-scitail-mednli-stsb"
+    base = prog.one("awsx:ecr:Image", "base-image")
+    assert base.inputs["args"] == {"BIOBERT_REVISION": revision, "MODEL_DIR": env["ML_WORKER_MODEL"]}
+
+
 def test_log_group_with_retention(program):
     lg = program.one("aws:cloudwatch/logGroup:LogGroup").inputs
     assert lg["name"] == f"/ecs/{ENV}-ml-worker" and lg["retentionInDays"] == 30
+
+
+@pytest.mark.parametrize("fixture", ["program", "priority_program"])
+def test_stateful_resources_are_protected_and_retained(fixture, request):
+    prog = request.getfixturevalue(fixture)
+    stateful = (prog.of_type(QUEUE_TYPE) + prog.of_type("aws:ecr/repository:Repository")
+                + prog.of_type("aws:cloudwatch/logGroup:LogGroup"))
+    assert len(stateful) == (3 if fixture == "priority_program" else 2) + 2 + 1
+    for r in stateful:
+        assert r.protect and r.retain_on_delete, f"{r.type} {r.name}"
+    # Everything else can be replaced freely (protecting it would only block fixes).
+    others = [r for r in prog.resources if r.custom and r not in stateful and r.protect]
+    assert others == []
 
 
 def test_service(program):
@@ -215,13 +263,15 @@ def test_service(program):
     assert "launchType" not in s
     net = s["networkConfiguration"]
     assert net["assignPublicIp"] is False
-    assert net["subnets"] == program.config["zivo-ml-worker:privateSubnetIds"]
+    assert net["subnets"] == program.config["zivo-ml-worker:privateSubnetIds"] == list(SUBNETS)
     assert net["securityGroups"] == ["security-group-id"]  # the mock's id for the worker's security group
     assert s["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert (s["deploymentMinimumHealthyPercent"], s["deploymentMaximumPercent"]) == (100, 200)
+    assert s["waitForSteadyState"] is False  # the service sits at 0 tasks: there is no steady state to wait for
 
 
 def test_security_group_has_no_ingress(program):
-    sg = program.one("aws:ec2/securityGroup:SecurityGroup").inputs
+    sg = program.one("aws:ec2/securityGroup:SecurityGroup", "security-group").inputs
     assert sg["vpcId"] == program.config["zivo-ml-worker:vpcId"]
     assert sg["ingress"] == []
     egress = {(e["protocol"], e["fromPort"], e["toPort"], tuple(e["cidrBlocks"])) for e in sg["egress"]}
@@ -286,33 +336,127 @@ def test_api_role_may_send_to_main_and_priority_only(fixture, request):
     assert grants == expected
 
 
-# --- alarms -------------------------------------------------------------------------------------
+# --- alarms ---------------------------------------------------------------------------------
 
-def test_alarm_topic_and_optional_email(program, priority_program):
-    assert program.one("aws:sns/topic:Topic").inputs["name"] == f"{ENV}-ml-worker-alarms"
-    assert program.of_type("aws:sns/topicSubscription:TopicSubscription") == []
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+ONCALL = f"arn:aws:sns:{REGION}:{ACCOUNT}:oncall"
+
+
+def test_alarms_go_to_the_configured_topic(program):
+    assert program.of_type("aws:sns/topic:Topic") == []  # the on-call topic exists already
+    for name in ("dlq-messages", "oldest-message-age", "tasks-not-starting"):
+        a = program.one(ALARM, name).inputs
+        assert a["alarmActions"] == [ONCALL] and a["okActions"] == [ONCALL], name
+    assert program.outputs["alarm_topic_arn"] == ONCALL
+
+
+def test_alarm_email_gets_its_own_topic_besides(priority_program):
+    topic = priority_program.one("aws:sns/topic:Topic")
+    assert topic.inputs["name"] == f"{ENV}-ml-worker-alarms"
     sub = priority_program.one("aws:sns/topicSubscription:TopicSubscription").inputs
-    assert (sub["protocol"], sub["endpoint"]) == ("email", "oncall@example.com")
+    assert (sub["protocol"], sub["endpoint"], sub["topic"]) == ("email", "oncall@example.com", topic.outputs["arn"])
+    a = priority_program.one(ALARM, "dlq-messages").inputs
+    assert a["alarmActions"] == a["okActions"] == [ONCALL, topic.outputs["arn"]]
 
 
-def test_dlq_alarm_on_any_message(program):
-    topic = program.one("aws:sns/topic:Topic").outputs["arn"]
-    a = program.one("aws:cloudwatch/metricAlarm:MetricAlarm", "dlq-messages").inputs
-    assert (a["namespace"], a["metricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert a["dimensions"] == {"QueueName": f"{ENV}-ml-worker-dlq"}
-    assert (a["comparisonOperator"], a["threshold"]) == ("GreaterThanThreshold", 0)
-    assert a["alarmActions"] == [topic]
+def test_email_only_stack():
+    prog = run_program({"alarmTopicArn": None, "alarmEmail": "ops@example.com"})
+    topic = prog.one("aws:sns/topic:Topic").outputs["arn"]
+    assert prog.one(ALARM, "dlq-messages").inputs["alarmActions"] == [topic]
+    assert prog.outputs["alarm_topic_arn"] == topic
+
+
+def _queries(alarm) -> tuple[dict, str]:
+    metrics = {q["id"]: q["metric"] for q in alarm.inputs["metricQueries"] if "metric" in q}
+    [result] = [q for q in alarm.inputs["metricQueries"] if q.get("returnData")]
+    return metrics, result["expression"]
+
+
+def test_dlq_alarm_counts_visible_and_in_flight(program):
+    a = program.one(ALARM, "dlq-messages")
+    metrics, expression = _queries(a)
+    assert {m["metricName"] for m in metrics.values()} == {"ApproximateNumberOfMessagesVisible",
+                                                          "ApproximateNumberOfMessagesNotVisible"}
+    for m in metrics.values():
+        assert m["dimensions"] == {"QueueName": f"{ENV}-ml-worker-dlq"}
+        assert (m["namespace"], m["period"], m["stat"]) == ("AWS/SQS", 60, "Maximum")
+    assert expression == "SUM([FILL(visible, 0), FILL(inflight, 0)])"
+    i = a.inputs
+    assert (i["comparisonOperator"], i["threshold"], i["evaluationPeriods"]) == ("GreaterThanThreshold", 0, 1)
+    assert i["treatMissingData"] == "notBreaching"
 
 
 def test_oldest_message_age_alarms(program, priority_program):
-    topic = program.one("aws:sns/topic:Topic").outputs["arn"]
-    a = program.one("aws:cloudwatch/metricAlarm:MetricAlarm", "oldest-message-age").inputs
+    a = program.one(ALARM, "oldest-message-age").inputs
     assert a["metricName"] == "ApproximateAgeOfOldestMessage"
     assert a["dimensions"] == {"QueueName": f"{ENV}-ml-worker-queue"}
-    assert (a["comparisonOperator"], a["threshold"]) == ("GreaterThanThreshold", 900)
-    assert a["alarmActions"] == [topic]
-    p = priority_program.one("aws:cloudwatch/metricAlarm:MetricAlarm", "priority-oldest-message-age").inputs
+    assert (a["comparisonOperator"], a["threshold"], a["period"], a["evaluationPeriods"]) == (
+        "GreaterThanThreshold", 900, 60, 5)
+    p = priority_program.one(ALARM, "priority-oldest-message-age").inputs
     assert p["dimensions"] == {"QueueName": f"{ENV}-ml-worker-priority"}
+
+
+def test_tasks_not_starting_alarm(program):
+    """Desired > 0 while running = 0 for 10 minutes: tasks that cannot start (no network path, no secret)."""
+    a = program.one(ALARM, "tasks-not-starting")
+    metrics, expression = _queries(a)
+    assert metrics["desired"]["metricName"] == "DesiredTaskCount"
+    assert metrics["running"]["metricName"] == "RunningTaskCount"
+    for m in metrics.values():
+        assert m["namespace"] == "ECS/ContainerInsights"
+        assert m["dimensions"] == {"ClusterName": f"{ENV}-ml-worker", "ServiceName": f"{ENV}-ml-worker"}
+    assert expression == "IF(FILL(running, 0) == 0, FILL(desired, 0), 0)"
+    i = a.inputs
+    assert (i["comparisonOperator"], i["threshold"]) == ("GreaterThanThreshold", 0)
+    assert i["evaluationPeriods"] == i["datapointsToAlarm"] == 10
+
+
+# --- dashboard ----------------------------------------------------------------------------------
+
+def test_dashboard(program):
+    dash = program.one("aws:cloudwatch/dashboard:Dashboard")
+    assert dash.inputs["dashboardName"] == f"{ENV}-ml-worker"
+    widgets = dash.json("dashboardBody")["widgets"]
+    titles = [w["properties"]["title"] for w in widgets]
+    assert titles == ["Queue depth (visible and in flight), DLQ", "Oldest message age (s)", "Tasks: desired vs running",
+                      "Jobs and tests per minute", "Job latency (s)", "Alarms"]
+    assert {w["properties"].get("period", 60) for w in widgets} == {60}
+    # Two widgets per row on CloudWatch's 24-column grid, 6 rows high, none overlapping.
+    assert [(w["x"], w["y"], w["width"], w["height"]) for w in widgets] == [
+        (12 * (i % 2), 6 * (i // 2), 12, 6) for i in range(len(widgets))]
+    depth = {(m[1], m[3]) for m in widgets[0]["properties"]["metrics"]}
+    for queue in (f"{ENV}-ml-worker-queue", f"{ENV}-ml-worker-dlq"):
+        assert {("ApproximateNumberOfMessagesVisible", queue),
+                ("ApproximateNumberOfMessagesNotVisible", queue)} <= depth
+    assert {tuple(m[:6]) for m in widgets[2]["properties"]["metrics"]} == {
+        ("ECS/ContainerInsights", metric, "ClusterName", f"{ENV}-ml-worker", "ServiceName", f"{ENV}-ml-worker")
+        for metric in ("DesiredTaskCount", "RunningTaskCount")}
+    assert {m[1] for m in widgets[3]["properties"]["metrics"]} == {"JobsCompleted", "TestsMapped"}
+    assert {m[1] for m in widgets[4]["properties"]["metrics"]} == {"JobSeconds"}
+    alarm_arns = {a.outputs["arn"] for a in program.of_type(ALARM)}
+    assert set(widgets[5]["properties"]["alarms"]) == alarm_arns and len(alarm_arns) == 5
+    url = f"https://{REGION}.console.aws.amazon.com/cloudwatch/home?region={REGION}#dashboards:name={ENV}-ml-worker"
+    assert program.outputs["ml_worker_dashboard_url"] == url
+
+
+def test_job_metrics_come_from_the_workers_completion_lines(program):
+    filters = {f.inputs["metricTransformation"]["name"]: f.inputs for f in
+               program.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter")}
+    assert set(filters) == {"JobsCompleted", "TestsMapped", "JobSeconds"}
+    for f in filters.values():
+        assert f["logGroupName"] == f"/ecs/{ENV}-ml-worker"
+        assert f["pattern"] == '{ $.message = "completed lab categorization*" }'
+        assert f["metricTransformation"]["namespace"] == f"MLWorker/{ENV}"
+    assert filters["TestsMapped"]["metricTransformation"]["value"] == "$.test_count"
+    assert filters["JobSeconds"]["metricTransformation"]["value"] == "$.seconds"
+
+
+def test_the_worker_logs_what_the_filters_read():
+    """The handler's completion line carries the fields the metric filters take (test_count, seconds)."""
+    source = (REPO_ROOT / "worker" / "handler.py").read_text()
+    assert 'log.info("completed lab categorization for user' in source
+    start = source.index('log.info("completed lab categorization')
+    assert "test_count=" in source[start:start + 400] and "seconds=" in source[start:start + 400]
 
 
 # --- SSM parameters and outputs -----------------------------------------------------------------
@@ -332,6 +476,7 @@ def test_ssm_parameters(program, priority_program):
         f"{prefix}/cluster_name": f"{ENV}-ml-worker",
         f"{prefix}/service_name": f"{ENV}-ml-worker",
         f"{prefix}/log_group": f"/ecs/{ENV}-ml-worker",
+        f"{prefix}/dashboard_url": program.outputs["ml_worker_dashboard_url"],
     }
     assert _params(program) == expected
     assert _params(priority_program) == {**expected, f"{prefix}/priority_queue_url": url(f"{ENV}-ml-worker-priority")}
@@ -351,7 +496,9 @@ def test_outputs(program):
 # --- nothing environment-specific is hard-coded -------------------------------------------------
 
 def test_another_environment_renames_everything():
-    staging = run_program({"environment": "staging", "aws:region": "us-east-1", "priorityQueue": True})
+    staging = run_program({"environment": "staging", "aws:region": "us-east-1", "priorityQueue": True,
+                           "apiRoleArn": f"arn:aws:iam::{ACCOUNT}:role/zivohealth-staging-api",
+                           "alarmTopicArn": None})
     named = [r.inputs["name"] for r in staging.resources if isinstance(r.inputs.get("name"), str)]
     assert named and all("production" not in n for n in named)
     assert {n for n in named if "staging" not in n} == {"ml-worker-execution", "ml-worker-task"}  # inline policy names
@@ -361,20 +508,33 @@ def test_another_environment_renames_everything():
     assert staging.outputs["ml_worker_cluster_name"] == "staging-ml-worker"
 
 
+BASE = dict(region="ap-south-1", vpcId="vpc-1", privateSubnetIds=["subnet-1"], databaseHost="db",
+            databaseName="app", apiRoleArn=API_ROLE)
+
+
 @pytest.mark.parametrize("overrides,message", [
     ({"taskCpu": 512, "taskMemory": 8192}, "not a Fargate size"),
     ({"minCapacity": 4, "maxCapacity": 3}, "minCapacity"),
     ({"targetQueueDepth": 0}, "targetQueueDepth"),
     ({"logRetentionDays": 10}, "logRetentionDays"),
     ({"scaleInAfterMinutes": 1}, "scaleInAfterMinutes"),
+    ({"privateSubnetIds": []}, "privateSubnetIds"),
+    ({"vpcEndpoints": "true"}, "privateRouteTableIds"),
+    ({"apiRoleArn": "zivohealth-production-api"}, "apiRoleArn"),
+    ({"alarmEmail": "not-an-address"}, "alarmEmail"),
+    ({"biobertRevision": "main"}, "biobertRevision"),
+    ({"logLevel": "LOUD"}, "logLevel"),
 ])
-def test_invalid_config_is_refused(overrides, message):
-    from mlw_config import PlatformConfig
+def test_invalid_config_is_refused_in_one_line_naming_the_key(overrides, message):
+    values = {k: v for k, v in {**BASE, **overrides}.items() if k != "region"}
+    with pytest.raises(StackConfigError, match=message) as refused:
+        PlatformConfig.from_values(values, BASE["region"])
+    assert "\n" not in str(refused.value)
 
-    base = dict(region="ap-south-1", vpc_id="vpc-1", private_subnet_ids=("subnet-1",), database_host="db",
-                database_name="app", api_role_arn=API_ROLE)
-    fields = {"taskCpu": "task_cpu", "taskMemory": "task_memory", "minCapacity": "min_capacity",
-              "maxCapacity": "max_capacity", "targetQueueDepth": "target_queue_depth",
-              "logRetentionDays": "log_retention_days", "scaleInAfterMinutes": "scale_in_after_minutes"}
-    with pytest.raises(ValueError, match=message):
-        PlatformConfig(**base, **{fields[k]: v for k, v in overrides.items()})
+
+def test_config_values_arrive_as_pulumi_strings():
+    cfg = PlatformConfig.from_values({**{k: v for k, v in BASE.items() if k != "region"}, "maxCapacity": "4",
+                                      "priorityQueue": "true", "privateSubnetIds": '["subnet-1", "subnet-2"]',
+                                      "alarmEmail": ""}, "ap-south-1")
+    assert (cfg.max_capacity, cfg.priority_queue, cfg.private_subnet_ids, cfg.alarm_email) == (
+        4, True, ("subnet-1", "subnet-2"), None)
