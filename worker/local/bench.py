@@ -277,7 +277,7 @@ def run_baseline(engine_, store, sqs, queue_url: str, timeout: float) -> RunFigu
     from worker.store import repository
 
     model = engine_.encoder.model
-    embeddings = engine_.embeddings
+    embeddings = engine_.retriever.embeddings
     entries = engine_.reference.entries
     version = f"baseline+{engine_.model_version}"
     tests = jobs = 0
