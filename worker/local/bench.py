@@ -21,7 +21,9 @@ throughput over baseline throughput.
 
 ``--biobert-shaped`` swaps the packaged model for a BERT-base with random weights (BertConfig
 defaults, mean pooling; built locally, nothing downloaded): the production model's size, for the
-memory figure. ``--profile FILE`` runs the worker under cProfile and prints where time goes.
+memory figure. ``--profile FILE`` runs the worker under cProfile and prints where time goes;
+``--stages`` times each stage of the worker's path (receive, decode, memory, normalise, retrieval,
+encoder, re-rank, decide, writes) during the cold burst, without a profiler's distortion.
 
 The moto server runs with :func:`worker.local.emulator.patch_moto_receive`: stock moto scans the whole
 queue for each message it returns, which made most of the warm run; ``--stock-moto`` measures it
@@ -326,6 +328,7 @@ class BenchConfig:
     database_url: str | None = None
     biobert_shaped: bool = False
     profile: Path | None = None
+    stages: bool = False
     timeout: float = 900
     baseline: bool = True
     stock_moto: bool = False
@@ -407,6 +410,95 @@ finally:
     for key, stats in merged.items():
         stats.dump_stats(out if key == "all" else out + ".handler")
 """
+
+
+# The worker's path, stage by stage: (stage, module, function). ``--stages`` wraps each function with a
+# wall-clock timer in the worker process (cheap, unlike a profiler, which inflates pure-Python code
+# many times over); a nested stage (indented) is part of the one above it.
+PATH_STAGES = (
+    ("receive (SQS)", "worker.consumer", "Consumer._receive"),
+    ("decode (job contract)", "worker.handler", "LabCategorizationHandler.decode"),
+    ("claim jobs", "worker.store.repository", "claim_jobs"),
+    ("memory lookup", "worker.store.repository", "lookup_mappings"),
+    ("normalise (memory key)", "worker.handler", "LabCategorizationHandler._key"),
+    ("engine.map", "worker.mapping.engine", "MappingEngine.map"),
+    ("  retrieve", "worker.mapping.retrieve", "Retriever.gather"),
+    ("    lexical (fuzzy scores)", "worker.mapping.retrieve", "Retriever._lexical_scores"),
+    ("    encoder", "worker.mapping.encoder", "SentenceEncoder.encode"),
+    ("    name similarity", "worker.mapping.retrieve", "Retriever._name_similarity"),
+    ("  re-rank", "worker.mapping.rerank", "Reranker.rank"),
+    ("  decide", "worker.mapping.decide", "Decider.decide"),
+    ("memory write", "worker.store.repository", "remember_mappings"),
+    ("result write", "worker.store.repository", "complete_job"),
+    ("delete (SQS)", "worker.consumer", "Consumer._delete"),
+)
+
+# Runs ``python -m worker`` with PATH_STAGES timed; on each SIGUSR1 writes the totals so far,
+# {stage: [seconds, calls]}, as JSON to FILE.N (N counting from 0), so the bench can take the cold
+# burst's share as the difference of two snapshots.
+STAGES_BOOTSTRAP = r"""
+import importlib, json, os, runpy, signal, sys, threading, time
+out, stages = sys.argv[1], json.loads(sys.argv[2])
+totals, lock, written = {}, threading.Lock(), []
+def snapshot(signum, frame):
+    with lock:
+        data = dict(totals)
+    path = f"{out}.{len(written)}"
+    written.append(path)
+    with open(path + ".tmp", "w") as handle:
+        json.dump(data, handle)
+    os.replace(path + ".tmp", path)
+signal.signal(signal.SIGUSR1, snapshot)
+def wrap(label, owner, name):
+    raw = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    static = isinstance(raw, staticmethod)
+    function = raw.__func__ if static else raw
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with lock:
+                seconds, calls = totals.get(label, (0.0, 0))
+                totals[label] = (seconds + time.perf_counter() - started, calls + 1)
+    setattr(owner, name, staticmethod(timed) if static else timed)
+for label, module, qualname in stages:
+    owner = importlib.import_module(module)
+    *path, name = qualname.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    wrap(label, owner, name)
+sys.argv = ["worker"]
+runpy.run_module("worker", run_name="__main__", alter_sys=True)
+"""
+
+
+def stage_snapshot(worker: subprocess.Popen, path: Path, number: int, timeout: float = 30) -> dict[str, list]:
+    """Ask a worker run under STAGES_BOOTSTRAP for its stage totals so far (snapshot ``number``)."""
+    target = Path(f"{path}.{number}")
+    os.kill(worker.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while not target.exists():
+        if time.monotonic() > deadline or worker.poll() is not None:
+            raise RuntimeError("the worker wrote no stage snapshot")
+        time.sleep(0.05)
+    return json.loads(target.read_text())
+
+
+def stage_difference(after: dict[str, list], before: dict[str, list]) -> dict[str, list]:
+    return {label: [seconds - before.get(label, [0.0, 0])[0], calls - before.get(label, [0.0, 0])[1]]
+            for label, (seconds, calls) in after.items()}
+
+
+def stage_table(totals: dict[str, list], tests: int) -> str:
+    """Wall seconds and milliseconds per test of each stage of the worker's path."""
+    path_total = sum(seconds for label, (seconds, _) in totals.items() if not label.startswith(" ")) or 1.0
+    lines = [f"{'stage':30s} {'seconds':>8s} {'ms/test':>8s} {'share':>6s}"]
+    for label, _, _ in PATH_STAGES:
+        seconds, _ = totals.get(label, (0.0, 0))
+        lines.append(f"{label:30s} {seconds:8.2f} {1000 * seconds / tests:8.3f} {seconds / path_total:6.1%}")
+    lines.append(f"{'the path (top-level stages)':30s} {path_total:8.2f} {1000 * path_total / tests:8.3f}")
+    return "\n".join(lines)
 
 
 def print_profile(path: Path, limit: int = 20) -> None:
@@ -494,8 +586,11 @@ def run_bench(config: BenchConfig) -> dict:
         probe = send_jobs(sqs, queue_url, [load_sample("guide_sample")], user_id=123, first_document=456)
         env = worker_env(moto.endpoint, queue_url, database_url, model, index_dir, work_dir)
         command = [sys.executable, "-m", "worker"]
+        stages_path = work_dir / "stages.json"
         if config.profile:
             command = [sys.executable, "-c", PROFILE_BOOTSTRAP, str(config.profile)]
+        elif config.stages:
+            command = [sys.executable, "-c", STAGES_BOOTSTRAP, str(stages_path), json.dumps(PATH_STAGES)]
         log_path = work_dir / "worker.log"
         spawned = time.time()
         with open(log_path, "wb") as sink:
@@ -508,9 +603,14 @@ def run_bench(config: BenchConfig) -> dict:
             startup_s = max(startup.done.values()) - spawned
             note(f"start-up to first job done: {startup_s:.2f} s")
 
+            before = stage_snapshot(worker, stages_path, 0) if config.stages else {}
             cold_sent, resumed = queue_backlog(worker, sqs, queue_url, reports, first_document=10_000)
             cold = wait_for_jobs(store, cold_sent, timeout=config.timeout, worker=worker, started=resumed)
             note(f"cold: {cold.tests} tests in {cold.wall_s:.2f} s = {cold.tests_per_s:.1f} tests/s")
+            if config.stages:
+                cold_stages = stage_difference(stage_snapshot(worker, stages_path, 1), before)
+                note(f"the cold burst's path, stage by stage (wall clock in the worker):\n"
+                     f"{stage_table(cold_stages, cold.tests)}")
 
             warm_sent, resumed = queue_backlog(worker, sqs, queue_url, reports, first_document=20_000)
             warm = wait_for_jobs(store, warm_sent, timeout=config.timeout, worker=worker, started=resumed)
@@ -614,13 +714,15 @@ def register(app: typer.Typer) -> None:
             "--database-url", help="PostgreSQL URL (default: a SQLite file)")] = None,
         profile: Annotated[Path | None, typer.Option(
             "--profile", help="run the worker under cProfile and write its stats here")] = None,
+        stages: Annotated[bool, typer.Option(
+            "--stages", help="time each stage of the worker's path during the cold burst")] = False,
         no_baseline: Annotated[bool, typer.Option("--no-baseline", help="skip the naive baseline")] = False,
         stock_moto: Annotated[bool, typer.Option(
             "--stock-moto", help="moto as released: its ReceiveMessage scans the whole queue per message")] = False,
     ) -> None:
         """Benchmark the worker: cold/warm throughput, latency, start-up, peak RSS, naive baseline."""
         config = BenchConfig(jobs=jobs, seed=seed, database_url=database_url, biobert_shaped=biobert_shaped,
-                             profile=profile, baseline=not no_baseline, stock_moto=stock_moto)
+                             profile=profile, stages=stages, baseline=not no_baseline, stock_moto=stock_moto)
         figures = run_bench(config)
         if json_output:
             print(json.dumps(figures))
