@@ -1,7 +1,9 @@
 """The sentence encoder and the reference's stored embedding index.
 
 The reference's embeddings are computed once per (model, reference version) and stored as ``.npy``
-under the index directory, so a task starts without re-embedding the reference.
+under the index directory, so a task starts without re-embedding the reference. Beside them, the
+embeddings of every name the reference and the synonym table use: a report name that normalises to
+one of them costs a lookup, not a forward pass.
 """
 
 from __future__ import annotations
@@ -59,11 +61,36 @@ def load_or_build_index(reference: Reference, encoder, model_name: str, index_di
                         progress: bool = False) -> np.ndarray:
     """The reference's embeddings: read from ``index_dir`` if a matching file exists, else computed and stored."""
     path = index_path(reference, model_name, index_dir)
+    texts = [entry_embedding_text(e) for e in reference.entries]
+    meta = {"model": model_label(model_name), "model_identity": model_identity(model_name),
+            "reference_version": reference.version, "entries": len(reference)}
+    return _stored_vectors(path, texts, encoder, meta, progress)
+
+
+def names_path(names: Sequence[str], model_name: str, index_dir: str | Path) -> Path:
+    digest = hashlib.sha256()
+    for part in (RECIPE_VERSION, model_identity(model_name), *names):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_label(model_name))
+    return Path(index_dir) / f"{slug}-names-{digest.hexdigest()[:16]}.npy"
+
+
+def load_or_build_name_vectors(names: Sequence[str], encoder, model_name: str, index_dir: str | Path,
+                               progress: bool = False) -> np.ndarray:
+    """The embeddings of the names the reference uses (the retriever's ``known_names``), stored beside the
+    reference index: a report name that normalises to one of them is looked up, not encoded."""
+    path = names_path(names, model_name, index_dir)
+    meta = {"model": model_label(model_name), "model_identity": model_identity(model_name), "names": len(names)}
+    return _stored_vectors(path, list(names), encoder, meta, progress)
+
+
+def _stored_vectors(path: Path, texts: list[str], encoder, meta: dict, progress: bool) -> np.ndarray:
+    """The texts' embeddings from ``path`` if it holds them, else computed and stored there."""
     if path.is_file():
         array = np.load(path)
-        if array.shape[0] == len(reference):
+        if array.shape[0] == len(texts):
             return array.astype(np.float32, copy=False)
-    texts = [entry_embedding_text(e) for e in reference.entries]
     if not texts:
         return np.zeros((0, 1), np.float32)
     if progress and hasattr(encoder, "model"):
@@ -75,7 +102,5 @@ def load_or_build_index(reference: Reference, encoder, model_name: str, index_di
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
     np.save(tmp, vectors)
     os.replace(tmp, path)
-    meta = {"model": model_label(model_name), "model_identity": model_identity(model_name),
-            "reference_version": reference.version, "entries": len(reference), "dim": int(vectors.shape[1])}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    path.with_suffix(".json").write_text(json.dumps({**meta, "dim": int(vectors.shape[1])}, indent=2))
     return vectors

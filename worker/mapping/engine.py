@@ -22,7 +22,7 @@ import numpy as np
 
 from worker.mapping.cache import LRU
 from worker.mapping.decide import NOT_A_TEST, Calibration, Decider
-from worker.mapping.encoder import RECIPE_VERSION, SentenceEncoder, load_or_build_index
+from worker.mapping.encoder import RECIPE_VERSION, SentenceEncoder, load_or_build_index, load_or_build_name_vectors
 from worker.mapping.model import (
     load_sentence_model,
     model_label,
@@ -95,8 +95,12 @@ class MappingEngine:
         if encoder is None:
             encoder = SentenceEncoder(load_sentence_model(model_name))
         embeddings = load_or_build_index(reference, encoder, model_name, directory, progress=progress)
-        return cls(reference, encoder, embeddings, label, read_synonyms() if synonyms is None else synonyms,
-                   calibration=calibration)
+        engine = cls(reference, encoder, embeddings, label, read_synonyms() if synonyms is None else synonyms,
+                     calibration=calibration)
+        names = engine.retriever.known_names()
+        engine.retriever.use_known_vectors(
+            names, load_or_build_name_vectors(names, encoder, model_name, directory, progress=progress))
+        return engine
 
     # -- public API ----------------------------------------------------------------------------
 
