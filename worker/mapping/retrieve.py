@@ -215,6 +215,10 @@ class Retriever:
         self._known_rows = {name: row for row, name in enumerate(names)}
         self._known_vectors = np.asarray(vectors, dtype=np.float32)
 
+    def knows(self, text: str) -> bool:
+        """True when this normalised name's vector is a lookup (one of ``known_names``)."""
+        return text in self._known_rows
+
     def _vector(self, text: str) -> np.ndarray:
         row = self._known_rows.get(text)
         return self._known_vectors[row] if row is not None else self._query_vectors[text]
