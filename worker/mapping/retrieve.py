@@ -9,7 +9,6 @@ specimen), so that re-ranking can still pick the variant from the unit, specimen
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -48,51 +47,59 @@ FUZZY_WORD_RATIO = 85
 
 
 class WordMatcher:
-    """Which words of a query and of a name account for each other: equal, or both long and within a typo.
+    """Which words of a query and of each alias account for each other: equal, or both long and within
+    a typo.
 
-    Built over a fixed vocabulary (the reference's alias words): each query word's typo neighbours
-    are looked up once, in C, so that comparing a query with hundreds of names is set arithmetic.
+    Built over the aliases' words: each query word's typo neighbours are looked up once, in C, and
+    each vocabulary word knows the aliases that hold it, so comparing a query with every alias
+    touches only the aliases that share a word with it.
     """
 
-    def __init__(self, vocabulary: Iterable[str]):
-        self._long_words = sorted({w for w in vocabulary if len(w) >= FUZZY_WORD_MIN})
-        self._near: dict[str, frozenset[str]] = {}
+    def __init__(self, aliases: list[tuple[str, ...]]):
+        vocabulary = sorted({w for words in aliases for w in words})
+        self._number = {w: n for n, w in enumerate(vocabulary)}
+        self._long_words = [w for w in vocabulary if len(w) >= FUZZY_WORD_MIN]
+        self._near: dict[str, tuple[int, ...]] = {}
+        holders: list[list[int]] = [[] for _ in vocabulary]
+        for alias, words in enumerate(aliases):
+            for word in words:  # once per occurrence: an alias's word count counts repeats
+                holders[self._number[word]].append(alias)
+        self._holders = [np.array(h, dtype=np.int64) for h in holders]
+        self._counts = np.array([len(words) for words in aliases], dtype=np.float64)
 
-    def near(self, word: str) -> frozenset[str]:
-        """The word and the vocabulary's words within a typo of it."""
+    def near(self, word: str) -> tuple[int, ...]:
+        """The vocabulary's words equal to the word or within a typo of it (their numbers)."""
         found = self._near.get(word)
         if found is None:
             from rapidfuzz import fuzz, process
 
-            alike = () if len(word) < FUZZY_WORD_MIN else (
+            alike = [] if len(word) < FUZZY_WORD_MIN else [
                 match for match, _, _ in process.extract(word, self._long_words, scorer=fuzz.ratio,
-                                                         score_cutoff=FUZZY_WORD_RATIO, limit=None))
-            found = frozenset((word, *alike))
+                                                         score_cutoff=FUZZY_WORD_RATIO, limit=None)]
+            found = tuple(sorted({self._number[w] for w in (word, *alike) if w in self._number}))
             if len(self._near) >= DEFAULT_SIZE:
                 self._near.clear()
             self._near[word] = found
         return found
 
-    def query(self, text: str) -> QueryWords:
+    def shares(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per alias: the share of the text's words found in it, and the share of its words the text accounts
+        for (both 0 when either has no words, or they share none)."""
+        q_share, a_share = np.zeros(len(self._counts)), np.zeros(len(self._counts))
         words = _words(text)
-        near = tuple(self.near(w) for w in words)
-        return QueryWords(words, near, frozenset().union(*near))
-
-
-@dataclass(frozen=True, slots=True)
-class QueryWords:
-    words: tuple[str, ...]
-    near: tuple[frozenset[str], ...]  # per word: itself and its typo neighbours
-    reach: frozenset[str]  # every word some query word accounts for
-
-    def shares(self, alias_words: tuple[str, ...], alias_set: frozenset[str]) -> tuple[float, float]:
-        """(share of the query's words found in the alias, share of the alias's words found in the query);
-        the alias's words must come from the matcher's vocabulary."""
-        if not self.words or not alias_words:
-            return 0.0, 0.0
-        q_found = sum(1 for near in self.near if not near.isdisjoint(alias_set))
-        a_found = sum(1 for w in alias_words if w in self.reach)
-        return q_found / len(self.words), a_found / len(alias_words)
+        reach: set[int] = set()
+        found = np.zeros(len(self._counts), dtype=np.int64)
+        for word in words:
+            near = self.near(word)
+            if near:
+                reach.update(near)
+                found[np.unique(np.concatenate([self._holders[n] for n in near]))] += 1
+        if reach:  # an alias holds a word some query word accounts for exactly when it holds a found word
+            accounted = np.bincount(np.concatenate([self._holders[n] for n in reach]), minlength=len(self._counts))
+            touched = found > 0
+            q_share[touched] = found[touched] / len(words)
+            a_share[touched] = accounted[touched] / self._counts[touched]
+        return q_share, a_share
 
 
 class TokenSetRatios:
@@ -190,18 +197,20 @@ class Retriever:
             corrector_words.update(norm.cleaned.split())
         self.corrector = SpellingCorrector(corrector_words)
         aliases = sorted(set(aliases), key=lambda a: (a[1], a[0]))
-        self._entry_alias_texts: list[list[str]] = [[] for _ in self.reference.entries]
-        for text, i in aliases:
-            self._entry_alias_texts[i].append(text)
         self._alias_texts = [a[0] for a in aliases]
         self._token_set = TokenSetRatios(self._alias_texts)
         self._alias_codes = np.array([a[1] for a in aliases], dtype=np.int64)
         # start offset of each entry's alias run, for per-entry max via reduceat
         self._alias_starts = np.searchsorted(self._alias_codes, np.arange(len(self.reference)))
         self._has_alias = np.isin(np.arange(len(self.reference)), self._alias_codes)
-        self._entry_alias_words = [[(_words(t), frozenset(_words(t))) for t in texts]
-                                   for texts in self._entry_alias_texts]
-        self._word_matcher = WordMatcher(w for texts in self._entry_alias_texts for t in texts for w in _words(t))
+        self._word_matcher = WordMatcher([_words(t) for t in self._alias_texts])
+        # rows grouped by concept, so that each concept's best embedding score is one reduceat
+        concepts = {key: number for number, key in enumerate(dict.fromkeys(views.concept))}
+        self._concept_of = np.array([concepts[key] for key in views.concept], dtype=np.int64)
+        self._by_concept = np.argsort(self._concept_of, kind="stable")
+        self._concept_starts = np.searchsorted(self._concept_of[self._by_concept], np.arange(len(concepts)))
+        bounds = np.append(self._alias_starts, len(self._alias_texts))
+        self._alias_positions = [np.arange(bounds[i], bounds[i + 1]) for i in range(len(self._alias_starts))]
 
     def known_names(self) -> list[str]:
         """The names the reference and the synonym table use, as the normaliser writes them: a report name
@@ -269,29 +278,37 @@ class Retriever:
             ids = set(map(int, top_e)) | set(map(int, top_l)) | exact | synonym
             # variants of one concept (units, specimens, methods) share its best name similarity:
             # the embedding finds the concept, the unit/specimen/method evidence picks the variant
-            concept_emb = {i: max(float(e[j]) for j in self.views.concept_members[i]) for i in ids}
+            concept_best = np.maximum.reduceat(e[self._by_concept], self._concept_starts) if len(e) else e
+            concept_emb = {i: float(concept_best[self._concept_of[i]]) for i in ids}
             # a method the report names ("calculated") is evidence for the method, not words of the analyte
             method_words = self.lexicon.method_words
-            words = self._word_matcher.query(" ".join(w for w in norm.expanded.split() if w not in method_words))
-            similarity = {i: self._name_similarity(words, token_sort_all[row], i) for i in ids}
+            similarity = self._name_similarity(" ".join(w for w in norm.expanded.split() if w not in method_words),
+                                               token_sort_all[row], sorted(ids))
             lexical = {i: sim for i, (sim, _) in similarity.items()}
             coverage = {i: share for i, (_, share) in similarity.items()}
             for i in exact | synonym:  # an exact or synonym name match is a perfect name match
                 lexical[i] = concept_emb[i] = coverage[i] = 1.0
             self._evidence.put(norm.lookup_key, Evidence(lexical, concept_emb, exact, synonym, coverage))
 
-    def _name_similarity(self, query: QueryWords, token_sort: np.ndarray, i: int) -> tuple[float, float]:
-        """Re-scores a retrieved candidate: character similarity of word-sorted names (``token_sort``, the
-        query's row of the lexical pass, per alias), and word coverage both ways (so 'hemoglobin f' is not
-        'hemoglobin', and 'hepatitis a' is not 'hepatitis c')."""
-        best, best_share = 0.0, 0.0
-        start = int(self._alias_starts[i])
-        for offset, (words, word_set) in enumerate(self._entry_alias_words[i]):
-            q_share, a_share = query.shares(words, word_set)
-            f1 = 0.0 if not q_share or not a_share else 2 * q_share * a_share / (q_share + a_share)
-            best = max(best, 0.5 * float(token_sort[start + offset]) / 100.0 + 0.5 * f1)
-            best_share = max(best_share, q_share)
-        return best, best_share
+    def _name_similarity(self, text: str, token_sort: np.ndarray, ids: list[int]) -> dict[int, tuple[float, float]]:
+        """Per candidate row, over its aliases: the best name similarity, the mean of the character
+        similarity of word-sorted names (``token_sort``, the query's row of the lexical pass, per alias) and
+        of word coverage both ways (so 'hemoglobin f' is not 'hemoglobin', and 'hepatitis a' is not
+        'hepatitis c'); and the largest share of the query's words an alias accounts for."""
+        q_share, a_share = self._word_matcher.shares(text)
+        named = [i for i in ids if len(self._alias_positions[i])]
+        out = {i: (0.0, 0.0) for i in ids}
+        if not named:
+            return out
+        positions = np.concatenate([self._alias_positions[i] for i in named])
+        offsets = np.cumsum([0] + [len(self._alias_positions[i]) for i in named[:-1]])
+        q, a = q_share[positions], a_share[positions]
+        both = (q > 0) & (a > 0)
+        f1 = np.where(both, 2 * q * a / np.where(both, q + a, 1.0), 0.0)
+        similarity = np.maximum.reduceat(0.5 * token_sort[positions] / 100.0 + 0.5 * f1, offsets)
+        coverage = np.maximum.reduceat(q, offsets)
+        out.update((i, (float(sim), float(share))) for i, sim, share in zip(named, similarity, coverage, strict=True))
+        return out
 
     def _lexical_scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per entry, the best fuzzy score of the texts against its aliases; and the per-alias token-sort ratios."""
