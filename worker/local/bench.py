@@ -24,7 +24,7 @@ embeddings, no memory. ``speedup_vs_baseline`` is warm throughput over baseline 
 defaults, mean pooling; built locally, nothing downloaded): the production model's size, for the
 memory figure. ``--profile FILE`` runs the worker under cProfile and prints where time goes;
 ``--stages`` times each stage of the worker's path (receive, decode, memory, normalise, retrieval,
-encoder, re-rank, decide, writes) during the cold burst, without a profiler's distortion.
+encoder, re-rank, decide, writes) during the cold and warm bursts, without a profiler's distortion.
 
 The moto server runs with :func:`worker.local.emulator.patch_moto_receive`: stock moto scans the whole
 queue for each message it returns, which made most of the warm run; ``--stock-moto`` measures it
@@ -514,7 +514,8 @@ PATH_STAGES = (
     ("engine.map", "worker.mapping.engine", "MappingEngine.map"),
     ("  retrieve", "worker.mapping.retrieve", "Retriever.gather"),
     ("    lexical (fuzzy scores)", "worker.mapping.retrieve", "Retriever._lexical_scores"),
-    ("    encoder", "worker.mapping.encoder", "SentenceEncoder.encode"),
+    ("    encoder (torch)", "worker.mapping.encoder", "SentenceEncoder.encode"),
+    ("    encoder (ONNX Runtime)", "worker.mapping.encoder", "OnnxEncoder.encode"),
     ("    name similarity", "worker.mapping.retrieve", "Retriever._name_similarity"),
     ("  re-rank", "worker.mapping.rerank", "Reranker.rank"),
     ("  decide", "worker.mapping.decide", "Decider.decide"),
@@ -704,9 +705,13 @@ def run_bench(config: BenchConfig) -> dict:
                 note(f"the cold burst's path, stage by stage (wall clock in the worker):\n"
                      f"{stage_table(cold_stages, cold.tests)}")
 
+            before = stage_snapshot(worker, stages_path, 2) if config.stages else {}
             warm_sent, resumed = queue_backlog(worker, sqs, queue_url, reports, first_document=20_000)
             warm = wait_for_jobs(store, warm_sent, timeout=config.timeout, worker=worker, started=resumed)
             note(f"warm: {warm.tests} tests in {warm.wall_s:.2f} s = {warm.tests_per_s:.1f} tests/s")
+            if config.stages:
+                warm_stages = stage_difference(stage_snapshot(worker, stages_path, 3), before)
+                note(f"the warm burst's path, stage by stage:\n{stage_table(warm_stages, warm.tests)}")
 
             paced_sent: dict[str, tuple[float, int]] = {}
             for number, tests_ in enumerate(reports[:PACED_JOBS]):
@@ -811,7 +816,7 @@ def register(app: typer.Typer) -> None:
         profile: Annotated[Path | None, typer.Option(
             "--profile", help="run the worker under cProfile and write its stats here")] = None,
         stages: Annotated[bool, typer.Option(
-            "--stages", help="time each stage of the worker's path during the cold burst")] = False,
+            "--stages", help="time each stage of the worker's path during the cold and warm bursts")] = False,
         no_baseline: Annotated[bool, typer.Option("--no-baseline", help="skip the naive baseline")] = False,
         stock_moto: Annotated[bool, typer.Option(
             "--stock-moto", help="moto as released: its ReceiveMessage scans the whole queue per message")] = False,
