@@ -145,8 +145,12 @@ def export_onnx(model_name: str, target: Path) -> Path:
             "max_seq_length": int(transformer.max_seq_length), "dim": int(dimension()),
             "pad_id": int(tokenizer.pad_token_id), "pad_token": tokenizer.pad_token}
     (work / "encoder.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(work, target)
+    try:
+        os.replace(work, target)
+    except OSError:  # another process exported it first: keep theirs
+        shutil.rmtree(work, ignore_errors=True)
+        if not (target / "encoder.json").is_file():
+            raise
     return target
 
 
