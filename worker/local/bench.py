@@ -449,6 +449,8 @@ def worker_env(endpoint: str, queue_url: str, database_url: str, model: str, enc
     })
     if index_dir:
         env["ML_WORKER_INDEX_DIR"] = index_dir
+    if os.environ.get("ML_WORKER_CALIBRATION"):  # the BioBERT-shaped model borrows one (see run_bench)
+        env["ML_WORKER_CALIBRATION"] = os.environ["ML_WORKER_CALIBRATION"]
     return env
 
 
