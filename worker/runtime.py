@@ -45,7 +45,7 @@ def load_engine(settings: WorkerSettings):
     from worker.mapping.engine import MappingEngine
 
     started = time.monotonic()
-    engine = MappingEngine.load(settings.model, settings.index_dir)
+    engine = MappingEngine.load(settings.model, settings.index_dir, encoder_kind=settings.encoder)
     log.info("mapping engine loaded", extra={"model_version": engine.model_version,
                                              "seconds": round(time.monotonic() - started, 2)})
     return engine

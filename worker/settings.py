@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class WorkerSettings(BaseSettings):
 
     # The engine.
     model: str | None = Field(default=None, validation_alias=_env("ML_WORKER_MODEL"))
+    encoder: str | None = Field(default=None, validation_alias=_env("ML_WORKER_ENCODER"))
     index_dir: str | None = Field(default=None, validation_alias=_env("ML_WORKER_INDEX_DIR"))
 
     # Health.
@@ -86,6 +87,13 @@ class WorkerSettings(BaseSettings):
     # Process.
     log_level: str = Field(default="INFO", validation_alias=_env("LOG_LEVEL"))
     ecs_agent_uri: str | None = Field(default=None, validation_alias=_env("ECS_AGENT_URI"))
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, value: str | None) -> str | None:
+        from worker.mapping.model import resolve_encoder
+
+        return resolve_encoder(value) if value else None
 
     @model_validator(mode="after")
     def _defaults(self) -> WorkerSettings:

@@ -14,21 +14,43 @@ import sys
 
 import pytest
 
-from worker.local.bench import JSON_KEYS, bench_workload
+from worker.local.bench import JSON_KEYS, bench_workload, looked_up_share
 
 pytestmark = pytest.mark.slow
 
 
-def test_workload_is_seeded_and_every_name_is_new():
-    first, second = bench_workload(12, seed=3), bench_workload(12, seed=3)
+@pytest.fixture(scope="module")
+def engine(packaged_model_dir, tmp_path_factory):
+    from worker.mapping.engine import MappingEngine
+
+    return MappingEngine.load(packaged_model_dir, tmp_path_factory.mktemp("bench-index"), encoder_kind="torch")
+
+
+def test_workload_is_seeded_and_no_two_names_are_alike_once_normalised(engine):
+    from worker.mapping.types import LabTestQuery
+
+    first, second = bench_workload(40, seed=3, engine=engine), bench_workload(40, seed=3, engine=engine)
     assert first == second
-    names = [test["test_name"] for report in first for test in report]
-    assert len(names) == len(set(names))
-    assert bench_workload(12, seed=4) != first
+    assert bench_workload(40, seed=4, engine=engine) != first
+    queries = [LabTestQuery(name=t["test_name"], unit=t["test_unit"], value=t["test_value"])
+               for report in first for t in report]
+    assert len(queries) > 400
+    # neither the mapping memory (its key) nor the encoder (the normalised text) has seen any name twice
+    assert len({engine.key(q)[0] for q in queries}) == len(queries)
+    assert len({engine.normalise(q).expanded for q in queries}) == len(queries)
+    # a third of the names are written inverted, and those the encoder has to read
+    inverted = [q for q in queries if ", " in q.name]
+    assert 0.25 < len(inverted) / len(queries) < 0.42
+    assert 0.5 < looked_up_share(engine, first) < 0.8
+
+
+def test_workload_that_needs_more_names_than_the_reference_gives_says_so(engine):
+    with pytest.raises(ValueError, match="distinct names"):
+        bench_workload(100_000, seed=3, engine=engine)
 
 
 @pytest.mark.timeout(400)
-def test_bench_json_prints_one_object_with_sane_figures(packaged_model_dir, tmp_path):
+def test_bench_json_prints_one_object_with_sane_figures(packaged_model_dir, tmp_path, engine):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ML_WORKER_", "AWS_"))}
     env.update(HF_HUB_OFFLINE="1", ML_WORKER_MODEL=packaged_model_dir)
     result = subprocess.run([sys.executable, "-m", "worker", "bench", "--json", "--jobs", "3"], env=env,
@@ -45,5 +67,6 @@ def test_bench_json_prints_one_object_with_sane_figures(packaged_model_dir, tmp_
     assert figures["peak_rss_mb"] > 50  # a Python process with torch loaded, at the very least
     expected = figures["warm_tests_per_s"] / figures["baseline_tests_per_s"]
     assert figures["speedup_vs_baseline"] == pytest.approx(expected, rel=0.02)
-    assert figures["tests"] == sum(len(report) for report in bench_workload(3, seed=7))
+    assert figures["tests"] == sum(len(report) for report in bench_workload(3, seed=7, engine=engine))
+    assert 0 <= figures["cold_names_looked_up"] <= 1
     assert figures["sqs"].startswith("moto ") and "O(1)" in figures["sqs"]

@@ -55,7 +55,7 @@ def test_map_one_name_json(index_env):
     data = json.loads(run(["map", "S. Creatinine", "--unit", "mg/dL", "--json"], env))
     assert data["loinc_code"] == "2160-0"
     assert data["category"] == "Kidney Function Tests (KFT)"
-    assert data["model_version"].startswith("all-MiniLM-L6-v2+ref-")
+    assert data["model_version"].startswith("all-MiniLM-L6-v2-onnx-int8+ref-")  # the default encoder
     text = run(["map", "creatinine", "--unit", "umol/L"], env)
     assert "14682-9" in text
 

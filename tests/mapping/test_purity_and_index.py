@@ -48,8 +48,11 @@ def test_second_load_does_not_reembed_the_reference(sentence_encoder, packaged_m
     CountingEncoder = counting_encoder  # noqa: N806
     reference = small_reference
     first_encoder = CountingEncoder(sentence_encoder)
-    MappingEngine.load(packaged_model_dir, tmp_path, reference=reference, synonyms=(), encoder=first_encoder)
-    assert first_encoder.calls == 1 and len(first_encoder.texts) == len(reference)
+    first = MappingEngine.load(packaged_model_dir, tmp_path, reference=reference, synonyms=(), encoder=first_encoder)
+    known = first.retriever.known_names()
+    # the reference's entries, then the names it uses (component, core long name) in a second call
+    assert first_encoder.calls == 2 and len(first_encoder.texts) == len(reference) + len(known)
+    assert {"hemoglobin", "creatinine", "alanine aminotransferase"} <= set(known)
     path = index_path(reference, packaged_model_dir, tmp_path)
     mtime = path.stat().st_mtime_ns
 
@@ -65,16 +68,32 @@ def test_second_load_does_not_reembed_the_reference(sentence_encoder, packaged_m
     smaller = Reference(reference.entries[:5])
     assert index_path(smaller, packaged_model_dir, tmp_path) != path
 
-    # a batch embeds only its distinct, not-yet-seen normalised names, in one call
+    # a name the reference uses is looked up; the batch's other distinct, not-yet-seen names are embedded
+    # in one call
     engine.map([LabTestQuery("Hemoglobin", "g/dL"), LabTestQuery("HAEMOGLOBIN", "gm/dl"),
                 LabTestQuery("S. Creatinine", "mg/dL"), LabTestQuery("Page 2 of 3")])
+    assert second_encoder.calls == 0
+    engine.map([LabTestQuery("Serum Creatinine", "umol/L"), LabTestQuery("Hemoglobin concentration", "g/dL"),
+                LabTestQuery("Liver enzyme SGPT", "U/L")])
     assert second_encoder.calls == 1
-    assert sorted(second_encoder.texts) == ["creatinine", "hemoglobin"]
-    engine.map([LabTestQuery("Serum Creatinine", "umol/L"), LabTestQuery("SGPT", "U/L")])
-    assert second_encoder.calls == 2
-    assert second_encoder.texts[-1:] == ["alanine aminotransferase"]
-    engine.map([LabTestQuery("Hb", "g/dL"), LabTestQuery("creatinine")])
-    assert second_encoder.calls == 2  # all seen: no forward pass at all
+    assert sorted(second_encoder.texts) == ["hemoglobin concentration", "liver enzyme alanine aminotransferase"]
+    engine.map([LabTestQuery("Hb", "g/dL"), LabTestQuery("creatinine"), LabTestQuery("HEMOGLOBIN CONCENTRATION")])
+    assert second_encoder.calls == 1  # all seen: no forward pass at all
+
+
+def test_a_looked_up_name_is_answered_as_an_encoded_one(sentence_encoder, packaged_model_dir, tmp_path,
+                                                        small_reference):
+    """The stored vector of a known name is the encoder's own: the answer is the same either way."""
+    from worker.mapping.engine import MappingEngine
+
+    queries = [LabTestQuery("Hemoglobin", "g/dL"), LabTestQuery("S. Creatinine", "umol/L"),
+               LabTestQuery("SGPT", "U/L"), LabTestQuery("Glucose")]
+    looked_up = MappingEngine.load(packaged_model_dir, tmp_path, reference=small_reference, synonyms=(),
+                                   encoder=sentence_encoder)
+    encoded = MappingEngine.load(packaged_model_dir, tmp_path, reference=small_reference, synonyms=(),
+                                 encoder=sentence_encoder)
+    encoded.retriever.use_known_vectors([], sentence_encoder.encode([])[:0])
+    assert looked_up.map(queries) == encoded.map(queries)
 
 
 def test_empty_reference_abstains(sentence_encoder, packaged_model_dir, tmp_path):

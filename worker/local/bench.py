@@ -1,8 +1,9 @@
 """`python -m worker bench`: throughput, latency, start-up and memory through the real path.
 
-A fixed, seeded workload of realistic reports (the bundled samples) goes through a moto SQS
-server, a ``python -m worker`` process with the packaged model, and SQLite (default) or the
-PostgreSQL database given with ``--database-url``:
+A fixed, seeded workload of report-style tests (``bench_workload``: no two names alike once
+normalised) goes through a moto SQS server, a ``python -m worker`` process with the packaged model
+(and the encoder of ``--encoder``), and SQLite (default) or the PostgreSQL database given with
+``--database-url``:
 
 - start-up: from spawning the worker to the first job (already waiting in the queue) done;
 - cold: every test name is new (empty mapping memory, names never seen by the process);
@@ -15,13 +16,15 @@ PostgreSQL database given with ``--database-url``:
 - peak RSS of the worker process (and any children), sampled throughout;
 
 then the same cold workload through a naive baseline in this process, the way the app's old
-worker did it: one message per receive, one test at a time, one embedding call per test, cosine
-against the engine's reference embeddings, no memory. ``speedup_vs_baseline`` is warm
-throughput over baseline throughput.
+worker did it: the float sentence-transformers model whatever the worker's encoder, one message
+per receive, one test at a time, one embedding call per test, cosine against its reference
+embeddings, no memory. ``speedup_vs_baseline`` is warm throughput over baseline throughput.
 
 ``--biobert-shaped`` swaps the packaged model for a BERT-base with random weights (BertConfig
 defaults, mean pooling; built locally, nothing downloaded): the production model's size, for the
-memory figure. ``--profile FILE`` runs the worker under cProfile and prints where time goes.
+memory figure. ``--profile FILE`` runs the worker under cProfile and prints where time goes;
+``--stages`` times each stage of the worker's path (receive, decode, memory, normalise, retrieval,
+encoder, re-rank, decide, writes) during the cold and warm bursts, without a profiler's distortion.
 
 The moto server runs with :func:`worker.local.emulator.patch_moto_receive`: stock moto scans the whole
 queue for each message it returns, which made most of the warm run; ``--stock-moto`` measures it
@@ -63,26 +66,106 @@ def note(message: str) -> None:
 # the workload
 
 
-def bench_workload(jobs: int, seed: int) -> list[list[dict]]:
-    """``jobs`` reports, each one bundled sample panel chosen by a seeded generator.
+# the specimen a report prints in front of a name measured outside blood
+SPECIMEN_WORDS = {"urine": "Urine", "stool": "Stool", "csf": "CSF", "pleural": "Pleural fluid",
+                  "peritoneal": "Ascitic fluid", "synovial": "Synovial fluid", "fluid": "Body fluid"}
+INVERTED_SHARE = 1 / 3  # of the workload's names, written 'Analyte, qualifier'
 
-    Every test name carries the report's own analyser code (``"HAEMOGLOBIN (Hb) [A0417-03]"``),
-    as some laboratory systems print them, so every name of the workload is new to the mapping
-    memory and to the engine's in-process caches: the cold run embeds every test. The warm run
-    sends the same reports again.
+
+def bench_workload(jobs: int, seed: int, engine) -> list[list[dict]]:
+    """``jobs`` reports in which no two test names are alike once normalised, seeded.
+
+    Each report has the size of a bundled sample panel (chosen by the seeded generator) and takes
+    its tests, each used once, from a pool of report-style names:
+
+    - the names the reference gives each LOINC row (its component and core long name) and the
+      synonym table's report terms for it, with the specimen in front when it is not blood
+      ("Urine Protein"), and the bundled sample reports' own names;
+    - for a third of the tests, such a name written in the inverted 'Analyte, qualifier' order of
+      some laboratory systems ("Count, Platelet", "count, Total leukocyte"), which the normaliser
+      keeps as it is.
+
+    A name joins the pool only if its normalised form (the mapping memory's key, and the text the
+    encoder would read) is new, so no test of the cold run can be answered from the memory or the
+    engine's caches. The first kind are mostly names the reference uses (a lookup, no forward
+    pass); the second kind need the encoder. ``looked_up_share`` says how many are the first. The warm
+    run sends the same reports again.
     """
     from worker.local.sample_jobs import load_sample, sample_names
 
     rng = random.Random(seed)
-    panels = [load_sample(name) for name in sample_names() if name != "guide_sample"]
+    sizes = [len(load_sample(name)) for name in sample_names() if name != "guide_sample"]
+    needed = [rng.choice(sizes) for _ in range(jobs)]
+    plain, inverted = _name_pool(engine, rng)
+    total = sum(needed)
+    if total > len(plain) + len(inverted):
+        raise ValueError(f"{jobs} jobs need {total} distinct names; the reference gives {len(plain) + len(inverted)}")
     reports = []
-    for job in range(jobs):
-        panel = rng.choice(panels)
+    for size in needed:
         tests = []
-        for index, test in enumerate(panel):
-            tests.append({**test, "test_name": f"{test['test_name']} [A{job:04d}-{index:02d}]"})
+        for _ in range(size):
+            pool = inverted if (rng.random() < INVERTED_SHARE and inverted) or not plain else plain
+            tests.append(pool.pop())
         reports.append(tests)
     return reports
+
+
+def _name_pool(engine, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """(plain, inverted) tests whose normalised names are all different, each list shuffled."""
+    from collections import defaultdict
+
+    from worker.local.sample_jobs import load_sample, sample_names
+    from worker.mapping.names import entry_core_name, system_group
+    from worker.mapping.synonyms import read_synonyms
+    from worker.mapping.types import LabTestQuery
+
+    terms = defaultdict(list)
+    for synonym in read_synonyms():
+        terms[synonym.code].append(synonym.term)
+    written: list[dict] = []
+    for entry in engine.reference.entries:
+        specimen = SPECIMEN_WORDS.get(system_group(entry.system))
+        unit = entry.units[0] if entry.units else None
+        for name in (entry.component.replace("^", " "), entry_core_name(entry), *terms[entry.code]):
+            value = f"{rng.uniform(0.5, 150):.1f}" if entry.scale.lower() == "qn" else rng.choice(
+                ("Negative", "Positive", "Nil", "Trace"))
+            written.append({"test_name": f"{specimen} {name}" if specimen else name, "test_value": value,
+                            "test_unit": unit})
+    for sample in sample_names():
+        written.extend(load_sample(sample))
+    seen: set = set()
+
+    def new(test: dict) -> bool:
+        query = LabTestQuery(name=test["test_name"], unit=test.get("test_unit"), value=test.get("test_value"),
+                             specimen=test.get("specimen"))
+        norm = engine.normalise(query)
+        keys = (engine.key(query)[0], norm.expanded)
+        if not norm.is_test or not norm.expanded or not seen.isdisjoint(keys):
+            return False
+        seen.update(keys)
+        return True
+
+    plain = [test for test in written if new(test)]
+    inverted = []
+    for test in written:
+        words = test["test_name"].split()
+        for split in sorted({1, len(words) - 1} - {0, len(words)}):  # "Count, Platelet"; "count, Total leukocyte"
+            variant = {**test, "test_name": f"{' '.join(words[split:])}, {' '.join(words[:split])}"}
+            if new(variant):
+                inverted.append(variant)
+    rng.shuffle(plain)
+    rng.shuffle(inverted)
+    return plain, inverted
+
+
+def looked_up_share(engine, reports: list[list[dict]]) -> float:
+    """The share of the workload's names the engine looks up (names the reference uses: no forward pass)."""
+    from worker.mapping.types import LabTestQuery
+
+    norms = [engine.normalise(LabTestQuery(name=t["test_name"], unit=t.get("test_unit"), value=t.get("test_value"),
+                                           specimen=t.get("specimen"))) for report in reports for t in report]
+    tests = [n for n in norms if n.is_test and n.expanded]
+    return round(sum(engine.retriever.knows(n.expanded) for n in tests) / max(1, len(tests)), 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,20 +347,27 @@ def wait_for_jobs(engine, sent: dict[str, tuple[float, int]], timeout: float,
 # the naive baseline (the app's old worker)
 
 
-def run_baseline(engine_, store, sqs, queue_url: str, timeout: float) -> RunFigures:
+def run_baseline(model_name: str, index_dir, engine_, store, sqs, queue_url: str, timeout: float) -> RunFigures:
     """One message per receive, one test at a time, one embedding call per test, no memory.
 
-    Built from the engine's model and reference embeddings (the engine itself batches and
-    caches, which is exactly what the baseline must not do); results are written through the
-    store like the worker's, one transaction per job.
+    The old worker's model, whatever encoder the worker runs: the sentence-transformers model in
+    full precision, with its own reference embeddings (the engine batches and caches, which is
+    exactly what the baseline must not do); results are written through the store like the
+    worker's, one transaction per job.
     """
     import numpy as np
 
     from worker.contract import decode_job
+    from worker.mapping.encoder import SentenceEncoder, load_or_build_index
+    from worker.mapping.model import load_sentence_model, resolve_index_dir
     from worker.store import repository
 
-    model = engine_.encoder.model
-    embeddings = engine_.embeddings
+    if engine_.encoder.kind == "torch":
+        model = engine_.encoder.model
+    else:
+        model = load_sentence_model(model_name)
+    embeddings = load_or_build_index(engine_.reference, SentenceEncoder(model), model_name,
+                                     resolve_index_dir(index_dir))
     entries = engine_.reference.entries
     version = f"baseline+{engine_.model_version}"
     tests = jobs = 0
@@ -326,12 +416,14 @@ class BenchConfig:
     database_url: str | None = None
     biobert_shaped: bool = False
     profile: Path | None = None
+    stages: bool = False
+    encoder: str | None = None  # the worker's (ML_WORKER_ENCODER, else the default)
     timeout: float = 900
     baseline: bool = True
     stock_moto: bool = False
 
 
-def worker_env(endpoint: str, queue_url: str, database_url: str, model: str, index_dir: str | None,
+def worker_env(endpoint: str, queue_url: str, database_url: str, model: str, encoder: str, index_dir: str | None,
                work_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     for key in list(env):
@@ -346,6 +438,7 @@ def worker_env(endpoint: str, queue_url: str, database_url: str, model: str, ind
         "ML_WORKER_SHUTDOWN_DEADLINE": "30",
         "ML_WORKER_HEALTH_FILE": str(work_dir / "health"),
         "ML_WORKER_MODEL": model,
+        "ML_WORKER_ENCODER": encoder,
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
         "HF_HUB_OFFLINE": "1",
@@ -356,6 +449,8 @@ def worker_env(endpoint: str, queue_url: str, database_url: str, model: str, ind
     })
     if index_dir:
         env["ML_WORKER_INDEX_DIR"] = index_dir
+    if os.environ.get("ML_WORKER_CALIBRATION"):  # the BioBERT-shaped model borrows one (see run_bench)
+        env["ML_WORKER_CALIBRATION"] = os.environ["ML_WORKER_CALIBRATION"]
     return env
 
 
@@ -409,6 +504,96 @@ finally:
 """
 
 
+# The worker's path, stage by stage: (stage, module, function). ``--stages`` wraps each function with a
+# wall-clock timer in the worker process (cheap, unlike a profiler, which inflates pure-Python code
+# many times over); a nested stage (indented) is part of the one above it.
+PATH_STAGES = (
+    ("receive (SQS)", "worker.consumer", "Consumer._receive"),
+    ("decode (job contract)", "worker.handler", "LabCategorizationHandler.decode"),
+    ("claim jobs", "worker.store.repository", "claim_jobs"),
+    ("memory lookup", "worker.store.repository", "lookup_mappings"),
+    ("normalise (memory key)", "worker.handler", "LabCategorizationHandler._key"),
+    ("engine.map", "worker.mapping.engine", "MappingEngine.map"),
+    ("  retrieve", "worker.mapping.retrieve", "Retriever.gather"),
+    ("    lexical (fuzzy scores)", "worker.mapping.retrieve", "Retriever._lexical_scores"),
+    ("    encoder (torch)", "worker.mapping.encoder", "SentenceEncoder.encode"),
+    ("    encoder (ONNX Runtime)", "worker.mapping.encoder", "OnnxEncoder.encode"),
+    ("    name similarity", "worker.mapping.retrieve", "Retriever._name_similarity"),
+    ("  re-rank", "worker.mapping.rerank", "Reranker.rank"),
+    ("  decide", "worker.mapping.decide", "Decider.decide"),
+    ("memory write", "worker.store.repository", "remember_mappings"),
+    ("result write", "worker.store.repository", "complete_job"),
+    ("delete (SQS)", "worker.consumer", "Consumer._delete"),
+)
+
+# Runs ``python -m worker`` with PATH_STAGES timed; on each SIGUSR1 writes the totals so far,
+# {stage: [seconds, calls]}, as JSON to FILE.N (N counting from 0), so the bench can take the cold
+# burst's share as the difference of two snapshots.
+STAGES_BOOTSTRAP = r"""
+import importlib, json, os, runpy, signal, sys, threading, time
+out, stages = sys.argv[1], json.loads(sys.argv[2])
+totals, lock, written = {}, threading.Lock(), []
+def snapshot(signum, frame):
+    with lock:
+        data = dict(totals)
+    path = f"{out}.{len(written)}"
+    written.append(path)
+    with open(path + ".tmp", "w") as handle:
+        json.dump(data, handle)
+    os.replace(path + ".tmp", path)
+signal.signal(signal.SIGUSR1, snapshot)
+def wrap(label, owner, name):
+    raw = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    static = isinstance(raw, staticmethod)
+    function = raw.__func__ if static else raw
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with lock:
+                seconds, calls = totals.get(label, (0.0, 0))
+                totals[label] = (seconds + time.perf_counter() - started, calls + 1)
+    setattr(owner, name, staticmethod(timed) if static else timed)
+for label, module, qualname in stages:
+    owner = importlib.import_module(module)
+    *path, name = qualname.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    wrap(label, owner, name)
+sys.argv = ["worker"]
+runpy.run_module("worker", run_name="__main__", alter_sys=True)
+"""
+
+
+def stage_snapshot(worker: subprocess.Popen, path: Path, number: int, timeout: float = 30) -> dict[str, list]:
+    """Ask a worker run under STAGES_BOOTSTRAP for its stage totals so far (snapshot ``number``)."""
+    target = Path(f"{path}.{number}")
+    os.kill(worker.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while not target.exists():
+        if time.monotonic() > deadline or worker.poll() is not None:
+            raise RuntimeError("the worker wrote no stage snapshot")
+        time.sleep(0.05)
+    return json.loads(target.read_text())
+
+
+def stage_difference(after: dict[str, list], before: dict[str, list]) -> dict[str, list]:
+    return {label: [seconds - before.get(label, [0.0, 0])[0], calls - before.get(label, [0.0, 0])[1]]
+            for label, (seconds, calls) in after.items()}
+
+
+def stage_table(totals: dict[str, list], tests: int) -> str:
+    """Wall seconds and milliseconds per test of each stage of the worker's path."""
+    path_total = sum(seconds for label, (seconds, _) in totals.items() if not label.startswith(" ")) or 1.0
+    lines = [f"{'stage':30s} {'seconds':>8s} {'ms/test':>8s} {'share':>6s}"]
+    for label, _, _ in PATH_STAGES:
+        seconds, _ = totals.get(label, (0.0, 0))
+        lines.append(f"{label:30s} {seconds:8.2f} {1000 * seconds / tests:8.3f} {seconds / path_total:6.1%}")
+    lines.append(f"{'the path (top-level stages)':30s} {path_total:8.2f} {1000 * path_total / tests:8.3f}")
+    return "\n".join(lines)
+
+
 def print_profile(path: Path, limit: int = 20) -> None:
     """The batch handler's threads (the hot path: decode, memory, engine, store), then the whole process."""
     import io
@@ -457,7 +642,7 @@ def run_bench(config: BenchConfig) -> dict:
             model = os.environ.get("ML_WORKER_MODEL") or packaged_model_dir()
             index_dir = os.environ.get("ML_WORKER_INDEX_DIR")
         began = time.monotonic()
-        engine_ = MappingEngine.load(model, index_dir)
+        engine_ = MappingEngine.load(model, index_dir, encoder_kind=config.encoder)
         import torch
 
         torch.set_num_threads(int(threads))
@@ -484,18 +669,23 @@ def run_bench(config: BenchConfig) -> dict:
                                         Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
 
         load_before = os.getloadavg()[0]
-        reports = bench_workload(config.jobs, config.seed)
+        reports = bench_workload(config.jobs, config.seed, engine_)
         tests = sum(len(r) for r in reports)
-        note(f"workload: {len(reports)} jobs, {tests} tests (seed {config.seed})")
+        looked_up = looked_up_share(engine_, reports)
+        note(f"workload: {len(reports)} jobs, {tests} tests, every name distinct once normalised (seed "
+             f"{config.seed}); {looked_up:.0%} are names the reference uses (looked up, no forward pass)")
 
         # Start-up: the first job already waits in the queue when the worker is spawned.
         from worker.local.sample_jobs import load_sample
 
         probe = send_jobs(sqs, queue_url, [load_sample("guide_sample")], user_id=123, first_document=456)
-        env = worker_env(moto.endpoint, queue_url, database_url, model, index_dir, work_dir)
+        env = worker_env(moto.endpoint, queue_url, database_url, model, engine_.encoder.kind, index_dir, work_dir)
         command = [sys.executable, "-m", "worker"]
+        stages_path = work_dir / "stages.json"
         if config.profile:
             command = [sys.executable, "-c", PROFILE_BOOTSTRAP, str(config.profile)]
+        elif config.stages:
+            command = [sys.executable, "-c", STAGES_BOOTSTRAP, str(stages_path), json.dumps(PATH_STAGES)]
         log_path = work_dir / "worker.log"
         spawned = time.time()
         with open(log_path, "wb") as sink:
@@ -508,13 +698,22 @@ def run_bench(config: BenchConfig) -> dict:
             startup_s = max(startup.done.values()) - spawned
             note(f"start-up to first job done: {startup_s:.2f} s")
 
+            before = stage_snapshot(worker, stages_path, 0) if config.stages else {}
             cold_sent, resumed = queue_backlog(worker, sqs, queue_url, reports, first_document=10_000)
             cold = wait_for_jobs(store, cold_sent, timeout=config.timeout, worker=worker, started=resumed)
             note(f"cold: {cold.tests} tests in {cold.wall_s:.2f} s = {cold.tests_per_s:.1f} tests/s")
+            if config.stages:
+                cold_stages = stage_difference(stage_snapshot(worker, stages_path, 1), before)
+                note(f"the cold burst's path, stage by stage (wall clock in the worker):\n"
+                     f"{stage_table(cold_stages, cold.tests)}")
 
+            before = stage_snapshot(worker, stages_path, 2) if config.stages else {}
             warm_sent, resumed = queue_backlog(worker, sqs, queue_url, reports, first_document=20_000)
             warm = wait_for_jobs(store, warm_sent, timeout=config.timeout, worker=worker, started=resumed)
             note(f"warm: {warm.tests} tests in {warm.wall_s:.2f} s = {warm.tests_per_s:.1f} tests/s")
+            if config.stages:
+                warm_stages = stage_difference(stage_snapshot(worker, stages_path, 3), before)
+                note(f"the warm burst's path, stage by stage:\n{stage_table(warm_stages, warm.tests)}")
 
             paced_sent: dict[str, tuple[float, int]] = {}
             for number, tests_ in enumerate(reports[:PACED_JOBS]):
@@ -541,7 +740,7 @@ def run_bench(config: BenchConfig) -> dict:
         baseline = None
         if config.baseline:
             send_jobs(sqs, baseline_url, reports, first_document=30_000)
-            baseline = run_baseline(engine_, store, sqs, baseline_url, timeout=config.timeout)
+            baseline = run_baseline(model, index_dir, engine_, store, sqs, baseline_url, timeout=config.timeout)
             note(f"baseline: {baseline.tests} tests in {baseline.wall_s:.2f} s = "
                  f"{baseline.tests_per_s:.1f} tests/s")
 
@@ -562,6 +761,8 @@ def run_bench(config: BenchConfig) -> dict:
             "cold_speedup_vs_baseline": round(cold.tests_per_s / baseline.tests_per_s, 2) if baseline else None,
             "jobs": len(reports),
             "tests": tests,
+            "cold_names_looked_up": looked_up,
+            "encoder": engine_.encoder.kind,
             "model": "bert-base-random (BioBERT-shaped)" if config.biobert_shaped else engine_.model_version,
             "database": "postgresql" if database_url.startswith("postgres") else "sqlite",
             "sqs": f"moto {moto_version()}" + (" (stock)" if config.stock_moto else " (receive O(1) per message)"),
@@ -580,7 +781,9 @@ def moto_version() -> str:
 
 def render(figures: dict) -> str:
     lines = [
-        f"workload        {figures['jobs']} jobs, {figures['tests']} tests; model {figures['model']}; "
+        f"workload        {figures['jobs']} jobs, {figures['tests']} tests, every name distinct once normalised "
+        f"({figures['cold_names_looked_up']:.0%} names the reference uses); model {figures['model']}, "
+        f"encoder {figures['encoder']}; "
         f"{figures['database']}; SQS {figures['sqs']}; "
         f"{figures['cpus']} CPUs, {figures['torch_threads']} torch thread(s) "
         f"(load average {figures['load_avg_1m'][0]:.1f} before, "
@@ -614,13 +817,19 @@ def register(app: typer.Typer) -> None:
             "--database-url", help="PostgreSQL URL (default: a SQLite file)")] = None,
         profile: Annotated[Path | None, typer.Option(
             "--profile", help="run the worker under cProfile and write its stats here")] = None,
+        stages: Annotated[bool, typer.Option(
+            "--stages", help="time each stage of the worker's path during the cold and warm bursts")] = False,
         no_baseline: Annotated[bool, typer.Option("--no-baseline", help="skip the naive baseline")] = False,
         stock_moto: Annotated[bool, typer.Option(
             "--stock-moto", help="moto as released: its ReceiveMessage scans the whole queue per message")] = False,
+        encoder: Annotated[str | None, typer.Option(
+            "--encoder", help="the worker's encoder: torch, onnx or onnx-int8 (default: ML_WORKER_ENCODER, "
+            "else the worker's default); the baseline always runs the float model")] = None,
     ) -> None:
         """Benchmark the worker: cold/warm throughput, latency, start-up, peak RSS, naive baseline."""
         config = BenchConfig(jobs=jobs, seed=seed, database_url=database_url, biobert_shaped=biobert_shaped,
-                             profile=profile, baseline=not no_baseline, stock_moto=stock_moto)
+                             profile=profile, stages=stages, baseline=not no_baseline, stock_moto=stock_moto,
+                             encoder=encoder)
         figures = run_bench(config)
         if json_output:
             print(json.dumps(figures))

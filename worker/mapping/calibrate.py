@@ -128,17 +128,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--band-precision", type=float, default=0.5,
                         help="least precision of the answers sent for review (between the two thresholds)")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--encoder", default=None, help="how the model runs (ML_WORKER_ENCODER): each has its own")
     parser.add_argument("--index-dir", default=None)
     args = parser.parse_args(argv)
     if any("heldout" in f for f in args.files):
         raise SystemExit("refusing to calibrate on the held-out evaluation list")
     from worker.mapping.decide import Calibration, calibration_path
     from worker.mapping.engine import MappingEngine
-    from worker.mapping.model import model_label, resolve_model
 
-    label = model_label(resolve_model(args.model))
-    provisional = Calibration(model=label, intercept=0.0, weights=tuple((f, 0.0) for f in FEATURES))
-    engine = MappingEngine.load(model=args.model, index_dir=args.index_dir, calibration=provisional)
+    provisional = Calibration(model="provisional", intercept=0.0, weights=tuple((f, 0.0) for f in FEATURES))
+    engine = MappingEngine.load(model=args.model, index_dir=args.index_dir, encoder_kind=args.encoder,
+                                calibration=provisional)
+    label = engine.model_label
     x, y, outside = collect(engine, args.files)
     weights = deployment_weights(outside, args.outside_share)
     w = fit_logistic(x, y, weights)

@@ -190,7 +190,7 @@ def index_build(model: ModelOption = None, index_dir: IndexDirOption = None,
 
     started = time.perf_counter()
     engine = MappingEngine.load(model=model, index_dir=index_dir, progress=not as_json)
-    path = index_path(engine.reference, resolve_model(model), resolve_index_dir(index_dir))
+    path = index_path(engine.reference, resolve_model(model), resolve_index_dir(index_dir), engine.encoder.kind)
     data = {"model_version": engine.model_version, "entries": len(engine.reference), "path": str(path),
             "seconds": round(time.perf_counter() - started, 2)}
     typer.echo(json.dumps(data, indent=2) if as_json else

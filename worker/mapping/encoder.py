@@ -1,7 +1,14 @@
-"""The sentence encoder and the reference's stored embedding index.
+"""The sentence encoders and the reference's stored embedding index.
 
-The reference's embeddings are computed once per (model, reference version) and stored as ``.npy``
-under the index directory, so a task starts without re-embedding the reference.
+Three ways to run the model (``ML_WORKER_ENCODER``, see ``model.ENCODERS``): the sentence-transformers
+model in full precision (PyTorch), or its transformer exported to ONNX and run by ONNX Runtime, in
+float32 or with int8 dynamically quantised weights. The export (both files, with the tokenizer and the
+pooling) is written once per model under the index directory; the image does it at build time.
+
+The reference's embeddings are computed once per (model, encoder, reference version) and stored as
+``.npy`` under the index directory, so a task starts without re-embedding the reference. Beside them,
+the embeddings of every name the reference and the synonym table use: a report name that normalises
+to one of them costs a lookup, not a forward pass.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.mapping.model import model_identity, model_label
+from worker.mapping.model import load_sentence_model, model_identity, model_label
 from worker.mapping.names import entry_embedding_text
 from worker.mapping.reference import Reference
 
@@ -24,6 +31,8 @@ RECIPE_VERSION = "1"  # bump when the text embedded for reference entries change
 
 class SentenceEncoder:
     """A thin wrapper over a SentenceTransformer: L2-normalised float32 rows; counts its calls."""
+
+    kind = "torch"
 
     def __init__(self, model, batch_size: int = 64):
         self.model = model
@@ -39,9 +48,135 @@ class SentenceEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def index_key(reference: Reference, model_name: str) -> str:
+class OnnxEncoder:
+    """The exported transformer run by ONNX Runtime, with the model's own tokenizer and pooling: the
+    same L2-normalised float32 rows as ``SentenceEncoder`` (to float rounding for ``onnx``), without
+    importing PyTorch."""
+
+    def __init__(self, directory: Path, quantised: bool, batch_size: int = 64):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        self.kind = "onnx-int8" if quantised else "onnx"
+        self.batch_size = batch_size
+        self.calls = 0
+        self.texts_encoded = 0
+        meta = json.loads((directory / "encoder.json").read_text())
+        self.pooling = meta["pooling"]
+        self.dimension = int(meta["dim"])
+        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.tokenizer.enable_truncation(int(meta["max_seq_length"]))
+        self.tokenizer.enable_padding(pad_id=int(meta["pad_id"]), pad_token=meta["pad_token"])
+        options = onnxruntime.SessionOptions()
+        # its own thread pool, sized like torch's: OMP_NUM_THREADS (the image sets 1 for a 0.5 vCPU task)
+        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+        options.inter_op_num_threads = 1
+        weights = directory / ("model-int8.onnx" if quantised else "model.onnx")
+        self.session = onnxruntime.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
+        self.inputs = [node.name for node in self.session.get_inputs()]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        self.texts_encoded += len(texts)
+        texts = [str(t).strip() for t in texts]
+        out = np.zeros((len(texts), self.dimension), np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # like lengths in a batch: less padding
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            encodings = self.tokenizer.encode_batch([texts[i] for i in rows])
+            mask = np.array([e.attention_mask for e in encodings], np.int64)
+            feeds = {"input_ids": np.array([e.ids for e in encodings], np.int64), "attention_mask": mask,
+                     "token_type_ids": np.array([e.type_ids for e in encodings], np.int64)}
+            hidden = self.session.run(None, {name: feeds[name] for name in self.inputs})[0]
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+            out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def export_dir(model_name: str, index_dir: str | Path) -> Path:
+    """Where the model's ONNX export lives: one folder per model (its weights' identity)."""
+    key = hashlib.sha256(f"{RECIPE_VERSION}|{model_identity(model_name)}".encode()).hexdigest()[:16]
+    return Path(index_dir) / "onnx" / f"{_slug(model_name)}-{key}"
+
+
+def export_onnx(model_name: str, target: Path) -> Path:
+    """Export the sentence model's transformer to ``target``: ``model.onnx`` (float32), ``model-int8.onnx``
+    (int8 dynamic quantisation of the weights, per channel), ``tokenizer.json`` and ``encoder.json``
+    (pooling, sequence length, padding). Needs PyTorch and onnx: the image runs it at build time."""
+    import shutil
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = load_sentence_model(model_name)
+    transformer, pooling = model[0], model[1]
+    config = pooling.get_config_dict()  # sentence-transformers 6 names one mode; older releases set flags
+    mode = config.get("pooling_mode") or ("mean" if config.get("pooling_mode_mean_tokens") else
+                                          "cls" if config.get("pooling_mode_cls_token") else repr(config))
+    if mode not in ("mean", "cls"):
+        raise ValueError(f"{model_label(model_name)}: the ONNX encoder pools by mean or CLS token, not {mode!r}")
+    tokenizer = transformer.tokenizer
+    sample = tokenizer(["hemoglobin", "total leukocyte count"], padding=True, return_tensors="pt")
+    inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in sample]
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors):
+            return self.inner(**dict(zip(inputs, tensors, strict=True))).last_hidden_state
+
+    work = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    axes = {0: "batch", 1: "sequence"}
+    torch.onnx.export(LastHiddenState(transformer.auto_model.eval()), tuple(sample[name] for name in inputs),
+                      str(work / "model.onnx"), input_names=inputs, output_names=["last_hidden_state"],
+                      dynamic_axes={name: axes for name in [*inputs, "last_hidden_state"]}, opset_version=17,
+                      dynamo=False)
+    quantize_dynamic(work / "model.onnx", work / "model-int8.onnx", weight_type=QuantType.QInt8, per_channel=True)
+    tokenizer.backend_tokenizer.save(str(work / "tokenizer.json"))
+    dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    meta = {"model": model_label(model_name), "model_identity": model_identity(model_name), "pooling": mode,
+            "max_seq_length": int(transformer.max_seq_length), "dim": int(dimension()),
+            "pad_id": int(tokenizer.pad_token_id), "pad_token": tokenizer.pad_token}
+    (work / "encoder.json").write_text(json.dumps(meta, indent=2))
+    try:
+        os.replace(work, target)
+    except OSError:  # another process exported it first: keep theirs
+        shutil.rmtree(work, ignore_errors=True)
+        if not (target / "encoder.json").is_file():
+            raise
+    return target
+
+
+def load_encoder(model_name: str, kind: str, index_dir: str | Path):
+    """The encoder of this kind for the model; an ONNX kind exports the model first if its export is missing."""
+    if kind == "torch":
+        return SentenceEncoder(load_sentence_model(model_name))
+    directory = export_dir(model_name, index_dir)
+    if not (directory / "encoder.json").is_file():
+        export_onnx(model_name, directory)
+    return OnnxEncoder(directory, quantised=kind == "onnx-int8")
+
+
+def _slug(model_name: str, kind: str = "torch") -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_label(model_name))
+    return slug if kind == "torch" else f"{slug}-{kind}"
+
+
+def _identity(model_name: str, kind: str) -> str:
+    """The weights' identity, and the encoder's when it is not the float model (its vectors differ)."""
+    return model_identity(model_name) if kind == "torch" else f"{model_identity(model_name)}|{kind}"
+
+
+def index_key(reference: Reference, model_name: str, kind: str = "torch") -> str:
     digest = hashlib.sha256()
-    for part in (RECIPE_VERSION, model_identity(model_name), reference.version):
+    for part in (RECIPE_VERSION, _identity(model_name, kind), reference.version):
         digest.update(part.encode())
         digest.update(b"\x00")
     for entry in reference.entries:
@@ -50,20 +185,46 @@ def index_key(reference: Reference, model_name: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def index_path(reference: Reference, model_name: str, index_dir: str | Path) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_label(model_name))
-    return Path(index_dir) / f"{slug}-{index_key(reference, model_name)}.npy"
+def index_path(reference: Reference, model_name: str, index_dir: str | Path, kind: str = "torch") -> Path:
+    return Path(index_dir) / f"{_slug(model_name, kind)}-{index_key(reference, model_name, kind)}.npy"
 
 
 def load_or_build_index(reference: Reference, encoder, model_name: str, index_dir: str | Path,
                         progress: bool = False) -> np.ndarray:
     """The reference's embeddings: read from ``index_dir`` if a matching file exists, else computed and stored."""
-    path = index_path(reference, model_name, index_dir)
+    kind = getattr(encoder, "kind", "torch")
+    path = index_path(reference, model_name, index_dir, kind)
+    texts = [entry_embedding_text(e) for e in reference.entries]
+    meta = {"model": model_label(model_name), "encoder": kind, "model_identity": model_identity(model_name),
+            "reference_version": reference.version, "entries": len(reference)}
+    return _stored_vectors(path, texts, encoder, meta, progress)
+
+
+def names_path(names: Sequence[str], model_name: str, index_dir: str | Path, kind: str = "torch") -> Path:
+    digest = hashlib.sha256()
+    for part in (RECIPE_VERSION, _identity(model_name, kind), *names):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    return Path(index_dir) / f"{_slug(model_name, kind)}-names-{digest.hexdigest()[:16]}.npy"
+
+
+def load_or_build_name_vectors(names: Sequence[str], encoder, model_name: str, index_dir: str | Path,
+                               progress: bool = False) -> np.ndarray:
+    """The embeddings of the names the reference uses (the retriever's ``known_names``), stored beside the
+    reference index: a report name that normalises to one of them is looked up, not encoded."""
+    kind = getattr(encoder, "kind", "torch")
+    path = names_path(names, model_name, index_dir, kind)
+    meta = {"model": model_label(model_name), "encoder": kind, "model_identity": model_identity(model_name),
+            "names": len(names)}
+    return _stored_vectors(path, list(names), encoder, meta, progress)
+
+
+def _stored_vectors(path: Path, texts: list[str], encoder, meta: dict, progress: bool) -> np.ndarray:
+    """The texts' embeddings from ``path`` if it holds them, else computed and stored there."""
     if path.is_file():
         array = np.load(path)
-        if array.shape[0] == len(reference):
+        if array.shape[0] == len(texts):
             return array.astype(np.float32, copy=False)
-    texts = [entry_embedding_text(e) for e in reference.entries]
     if not texts:
         return np.zeros((0, 1), np.float32)
     if progress and hasattr(encoder, "model"):
@@ -75,7 +236,5 @@ def load_or_build_index(reference: Reference, encoder, model_name: str, index_di
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
     np.save(tmp, vectors)
     os.replace(tmp, path)
-    meta = {"model": model_label(model_name), "model_identity": model_identity(model_name),
-            "reference_version": reference.version, "entries": len(reference), "dim": int(vectors.shape[1])}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    path.with_suffix(".json").write_text(json.dumps({**meta, "dim": int(vectors.shape[1])}, indent=2))
     return vectors

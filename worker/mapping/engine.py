@@ -22,11 +22,11 @@ import numpy as np
 
 from worker.mapping.cache import LRU
 from worker.mapping.decide import NOT_A_TEST, Calibration, Decider
-from worker.mapping.encoder import RECIPE_VERSION, SentenceEncoder, load_or_build_index
+from worker.mapping.encoder import RECIPE_VERSION, load_encoder, load_or_build_index, load_or_build_name_vectors
 from worker.mapping.model import (
-    load_sentence_model,
     model_label,
     resolve_calibration_path,
+    resolve_encoder,
     resolve_index_dir,
     resolve_model,
 )
@@ -71,6 +71,7 @@ class MappingEngine:
         self.decider = Decider(reference, views, self.calibration)
         # model_version changes whenever anything that can change a result changes
         version = hashlib.sha256(f"{self.knowledge}|{self.calibration!r}".encode()).hexdigest()[:6]
+        self.model_label = model_label_
         self.model_version = f"{model_label_}+ref-{version}"
         self._decisions: LRU[tuple, MappingResult] = LRU()
         self._normalised: LRU[tuple[str, str, str], NormalisedName] = LRU()
@@ -82,22 +83,31 @@ class MappingEngine:
     @classmethod
     def load(cls, model: str | None = None, index_dir: str | Path | None = None, *,
              reference: Reference | None = None, synonyms: Iterable[Synonym] | None = None,
-             encoder=None, calibration: Calibration | None = None, progress: bool = False) -> MappingEngine:
+             encoder=None, encoder_kind: str | None = None, calibration: Calibration | None = None,
+             progress: bool = False) -> MappingEngine:
         """Load the model and the reference's embedding index (computed and stored on first use).
 
-        The model's own calibration is required (``MissingCalibrationError`` otherwise) unless one is given."""
+        ``encoder_kind`` (or ``ML_WORKER_ENCODER``) says how the model runs (``model.ENCODERS``). The
+        model's own calibration is required (``MissingCalibrationError`` otherwise) unless one is given."""
         model_name = resolve_model(model)
-        label = model_label(model_name)
+        kind = getattr(encoder, "kind", "torch") if encoder is not None else resolve_encoder(encoder_kind)
+        # a quantised or exported encoder's vectors differ (a little) from the model's: its results, and the
+        # calibration of its scores, are its own
+        label = model_label(model_name) if kind == "torch" else f"{model_label(model_name)}-{kind}"
         if calibration is None:  # before the slow part: fail fast
             calibration = Calibration.for_model(label, resolve_calibration_path())
         directory = resolve_index_dir(index_dir)
         if reference is None:
             reference = Reference.load([directory / "reference"])
         if encoder is None:
-            encoder = SentenceEncoder(load_sentence_model(model_name))
+            encoder = load_encoder(model_name, kind, directory)
         embeddings = load_or_build_index(reference, encoder, model_name, directory, progress=progress)
-        return cls(reference, encoder, embeddings, label, read_synonyms() if synonyms is None else synonyms,
-                   calibration=calibration)
+        engine = cls(reference, encoder, embeddings, label,
+                     read_synonyms() if synonyms is None else synonyms, calibration=calibration)
+        names = engine.retriever.known_names()
+        engine.retriever.use_known_vectors(
+            names, load_or_build_name_vectors(names, encoder, model_name, directory, progress=progress))
+        return engine
 
     # -- public API ----------------------------------------------------------------------------
 

@@ -226,21 +226,24 @@ def remember_mappings(engine: Engine, rows: Sequence[MemoryRow]) -> None:
         return
     table = LabTestMapping.__table__
     with engine.begin() as connection:
-        statement = _insert(connection, table).values([
-            {"normalized_name": row.normalized_name, "unit_key": row.unit_key, "category": row.category,
-             "loinc_code": row.loinc_code, "loinc_name": row.loinc_name, "confidence": row.confidence,
-             "match_method": row.match_method, "source": "model", "model_version": row.model_version}
-            for row in rows
-        ])
+        # One constant statement with the rows as parameters (executemany, sent in pages): SQLAlchemy
+        # caches its compiled form, where a multi-row VALUES clause was rebuilt for every batch.
+        statement = _insert(connection, table)
         excluded = statement.excluded
-        connection.execute(statement.on_conflict_do_update(
+        statement = statement.on_conflict_do_update(
             index_elements=[table.c.normalized_name, table.c.unit_key],
             set_={"category": excluded.category, "loinc_code": excluded.loinc_code,
                   "loinc_name": excluded.loinc_name, "confidence": excluded.confidence,
                   "match_method": excluded.match_method, "model_version": excluded.model_version,
                   "updated_at": func.now()},
             where=table.c.source == "model",
-        ))
+        )
+        connection.execute(statement, [
+            {"normalized_name": row.normalized_name, "unit_key": row.unit_key, "category": row.category,
+             "loinc_code": row.loinc_code, "loinc_name": row.loinc_name, "confidence": row.confidence,
+             "match_method": row.match_method, "source": "model", "model_version": row.model_version}
+            for row in rows
+        ])
 
 
 def usable_key(normalized_name: str) -> bool:
