@@ -63,15 +63,18 @@ def test_map_one_name_json(index_env):
 def test_map_csv_keeps_rows_and_order(index_env, tmp_path):
     _, env = index_env
     source = tmp_path / "in.csv"
-    source.write_text("test_name,test_unit,note\nHemoglobin,g/dL,a\nPage 2 of 3,,b\nSGPT,U/L,c\n")
+    source.write_text("test_name,test_unit,note\nHemoglobin,g/dL,a\nPage 2 of 3,,b\nSGPT,U/L,c\nLymphocytes,,d\n")
     target = tmp_path / "out.csv"
     run(["map", "--input", str(source), "--output", str(target)], env)
     with open(target, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["test_name"] for r in rows] == ["Hemoglobin", "Page 2 of 3", "SGPT"]
-    assert [r["note"] for r in rows] == ["a", "b", "c"]
-    assert [r["loinc_code"] for r in rows] == ["718-7", "", "1742-6"]
-    assert set(rows[0]) >= {"category", "loinc_code", "loinc_name", "confidence", "match_method", "candidates"}
+    assert [r["test_name"] for r in rows] == ["Hemoglobin", "Page 2 of 3", "SGPT", "Lymphocytes"]
+    assert [r["note"] for r in rows] == ["a", "b", "c", "d"]
+    assert [r["loinc_code"] for r in rows][:3] == ["718-7", "", "1742-6"]
+    assert set(rows[0]) >= {"category", "loinc_code", "loinc_name", "confidence", "match_method", "needs_review",
+                            "candidates"}
+    # percent or absolute count, nothing says which: the review flag reaches the output
+    assert [r["needs_review"] for r in rows] == ["False", "False", "False", "True"]
     assert rows[0]["candidates"].split("|")[0] == "718-7"
 
 

@@ -157,5 +157,5 @@ def test_the_worker_refuses_to_start_with_a_model_that_has_no_calibration(tmp_pa
     result = subprocess.run([sys.executable, "-m", "worker", *command], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode != 0
-    assert "no confidence calibration is fitted for model 'uncalibrated-model'" in result.stderr + result.stdout
+    assert "no confidence calibration is fitted for model 'uncalibrated-model" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout

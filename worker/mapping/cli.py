@@ -20,7 +20,8 @@ IndexDirOption = Annotated[Path | None, typer.Option("--index-dir", help="Where 
 loinc_app = typer.Typer(help="The LOINC reference.", no_args_is_help=True)
 index_app = typer.Typer(help="The reference's embedding index.", no_args_is_help=True)
 
-RESULT_COLUMNS = ("category", "loinc_code", "loinc_name", "confidence", "match_method", "candidates")
+RESULT_COLUMNS = ("category", "loinc_code", "loinc_name", "confidence", "match_method", "needs_review",
+                  "candidates")
 
 
 def _engine(model: str | None, index_dir: Path | None):

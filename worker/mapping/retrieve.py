@@ -248,12 +248,58 @@ class Retriever:
         return f"{norm.lookup_key}\x1fshort={short}" if short in self._short_names else norm.lookup_key
 
     def gather(self, norms: Iterable[NormalisedName]) -> None:
-        """Find and cache the evidence of every name not seen before, with one encoder call for them all."""
+        """Find and cache the evidence of every name not seen before. A name the reference's names or the
+        synonym table match as a whole is decided by that (no fuzzy pass, no forward pass); the others go
+        through one encoder call for them all."""
         wanted = {self._key(n): n for n in norms if n.is_test and n.expanded}
-        missing_norms = [n for key, n in wanted.items() if self._evidence.get(key) is None]
-        if not missing_norms:
-            return
-        missing = list(dict.fromkeys(n.expanded for n in missing_norms))
+        searched = []
+        for key, norm in wanted.items():
+            if self._evidence.get(key) is not None:
+                continue
+            direct = self._direct(norm)
+            if direct is not None:
+                self._evidence.put(key, direct)
+            else:
+                searched.append(norm)
+        if searched:
+            self._search(searched)
+
+    def _matches(self, readings, specimen: str | None) -> tuple[set[int], set[int]]:
+        exact: set[int] = set()
+        synonym: set[int] = set()
+        for reading in readings:
+            for key in (reading, token_key(reading)):
+                exact.update(self._exact.get(key, ()))
+                synonym.update(self._synonym_terms.get(key, ()))
+        return exact, synonym
+
+    def _with_variants(self, norm: NormalisedName, exact: set[int], synonym: set[int]) -> set[int]:
+        """A synonym names a concept and its usual variant: every variant of the concept is a direct match,
+        so that unit, specimen and method evidence can still pick another variant (and its variants in the
+        query's own specimen: "Pleural fluid WBC count")."""
+        exact = set(exact)
+        for i in synonym:
+            group = self.views.groups[i]
+            exact.update(j for j in self.views.concept_members[i] if self.views.groups[j] == group
+                         or (norm.specimen and self.views.specimen_fits(j, norm.specimen)))
+        return exact
+
+    def _direct(self, norm: NormalisedName) -> Evidence | None:
+        """The evidence of a name that the reference's names, the synonym table or a LOINC short name match
+        as a whole, every word known, in a specimen the rows fit; None for any other name."""
+        short = self._short_names.get(basic_clean(norm.raw), set())
+        exact, synonym = self._matches((norm.expanded, norm.text), norm.specimen)
+        fits = any(self.views.specimen_fits(i, norm.specimen) for i in exact | synonym)
+        if norm.unknown or not (short or fits):
+            return None
+        exact = self._with_variants(norm, exact, synonym) | short
+        perfect = dict.fromkeys(exact | synonym, 1.0)
+        return Evidence(dict(perfect), dict(perfect), exact, synonym, dict(perfect), short)
+
+    def _search(self, norms: list[NormalisedName]) -> None:
+        """Fuzzy matching over every row's names and the nearest rows by embedding, for names not decided
+        by a whole-name match."""
+        missing = list(dict.fromkeys(n.expanded for n in norms))
         to_embed = [t for t in missing if t not in self._known_rows and self._query_vectors.get(t) is None]
         if to_embed:
             vectors = self.encoder.encode(to_embed)  # one forward pass for the batch's new names
@@ -263,30 +309,19 @@ class Retriever:
         emb_all = q @ self.embeddings.T if len(self.embeddings) else np.zeros((len(missing), 0), np.float32)
         lex_all, token_sort_all = self._lexical_scores(missing)
         row_of = {t: r for r, t in enumerate(missing)}
-        n = len(self.reference)
-        k = min(TOP_K, n)
-        for norm in missing_norms:
+        k = min(TOP_K, len(self.reference))
+        for norm in norms:
             row = row_of[norm.expanded]
             e = emb_all[row]
             lx = lex_all[row]
             top_e = np.argpartition(-e, k - 1)[:k] if k else []
             top_l = np.argpartition(-lx, k - 1)[:k] if k else []
-            exact: set[int] = set()
-            synonym: set[int] = set()
-            for readings in ((norm.expanded, norm.text), norm.alternatives):
-                for reading in readings:  # the whole name first; its other readings only if it found nothing
-                    for key in (reading, token_key(reading)):
-                        exact.update(self._exact.get(key, ()))
-                        synonym.update(self._synonym_terms.get(key, ()))
-                if any(self.views.specimen_fits(i, norm.specimen) for i in exact | synonym):
-                    break
-            # a synonym names a concept and its usual variant: every variant of the concept is a direct
-            # match, so that unit, specimen and method evidence can still pick another variant
-            # (and its variants in the query's own specimen: "Pleural fluid WBC count")
-            for i in list(synonym):
-                group = self.views.groups[i]
-                exact.update(j for j in self.views.concept_members[i] if self.views.groups[j] == group
-                             or (norm.specimen and self.views.specimen_fits(j, norm.specimen)))
+            exact, synonym = self._matches((norm.expanded, norm.text), norm.specimen)
+            if not any(self.views.specimen_fits(i, norm.specimen) for i in exact | synonym):
+                # the whole name found nothing that fits: its other readings (brackets, slashes, known words)
+                more = self._matches(norm.alternatives, norm.specimen)
+                exact, synonym = exact | more[0], synonym | more[1]
+            exact = self._with_variants(norm, exact, synonym)
             short = self._short_names.get(basic_clean(norm.raw), set())
             exact |= short
             ids = set(map(int, top_e)) | set(map(int, top_l)) | exact | synonym
