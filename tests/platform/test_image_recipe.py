@@ -138,7 +138,7 @@ def test_worker_image_python_layer_installs_and_passes_selfcheck(workdir):
                                       f"package-data does not include them): {missing}" if missing else ""))
     report = json.loads(check.stdout.strip().splitlines()[-1])
     assert report["ok"] is True and report["result"]["loinc_code"] == "718-7"
-    assert report["model"] == str(model_dir) and report["model_version"].startswith("all-MiniLM-L6-v2+")
+    assert report["model"] == str(model_dir) and report["model_version"].startswith("all-MiniLM-L6-v2")
     imported_from = run([py, "-c", "import worker; print(worker.__file__)"], cwd=tmp_path, env=env).stdout
     assert imported_from.startswith(str(site)), f"worker imported from {imported_from}, not the installed package"
 
