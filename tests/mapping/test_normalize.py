@@ -216,3 +216,38 @@ def test_unknown_words_are_counted_and_a_reading_without_them_is_offered():
     assert "hemoglobin" in norm.alternatives
     assert normalise_name("Hemoglobin Lepore", vocabulary=VOCABULARY).unknown == 0  # a word the reference knows
     assert normalise_name("Zorblax", vocabulary=VOCABULARY).alternatives == ()  # nothing left without it
+
+
+@pytest.mark.parametrize(("raw", "text", "specimen"), [
+    ("UA PH", "ph", "urine"),  # urinalysis: the panel names the specimen
+    ("UA Blood", "blood", "urine"),
+    ("UDS Opiates", "opiates", "urine"),  # urine drug screen
+    ("UA", "ua", None),  # on its own it is uric acid's abbreviation
+])
+def test_urinalysis_and_drug_screen_prefixes_name_urine(raw, text, specimen):
+    norm = normalise_name(raw)
+    assert (norm.text, norm.specimen) == (text, specimen)
+
+
+def test_pcr_is_a_method_beside_an_organism_and_the_ratio_on_its_own():
+    covid = normalise_name("SARS-CoV-2 RT-PCR")
+    assert covid.text == "sars cov 2" and "naa" in covid.methods
+    assert normalise_name("Urine PCR").expanded == "protein/creatinine ratio"
+    assert normalise_name("PCR, spot urine").expanded == "protein/creatinine ratio"
+
+
+def test_a_sequence_number_is_neither_absolute_nor_part_of_the_name():
+    norm = normalise_name("Blood Culture #2")
+    assert norm.absolute is None and norm.text == "culture" and norm.specimen == "blood"
+    assert normalise_name("Neutrophils #").absolute is True
+
+
+def test_named_bloods_and_point_of_care():
+    assert normalise_name("HGB VEN").specimen == "venous"
+    assert normalise_name("Glucose fingerstick").specimen == "capillary"
+    assert normalise_name("POC Glucose").specimen == "capillary"
+
+
+def test_bracketed_exponents_in_units():
+    assert normalise_unit("x10(3)/mcL") == "10*3/ul"
+    assert unit_class("x10(9)/L") == "count"

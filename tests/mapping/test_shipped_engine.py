@@ -30,6 +30,15 @@ DEV_LISTS = [Path(__file__).parent / "data" / name for name in ("dev_reports.csv
     ("Sodium, Whole Blood", "mmol/L", None, "2947-0"),
     ("PCT", "ng/mL", None, "33959-8"),
     ("PCT", "%", None, "51637-7"),
+    ("HGB VEN", "g/dL", None, "30350-3"),  # the named blood beats the usual whole-blood code
+    ("HGB ART", "g/dL", None, "30313-1"),
+    ("Glucose fingerstick", "mg/dL", None, "41653-7"),
+    ("Protein, body fluid", "g/dL", None, "2881-1"),  # no fluid named: the generic code, not pleural
+    ("Amylase, Fluid", "U/L", None, "1795-4"),
+    ("D-Dimer", "ng/mL DDU", None, "48066-5"),  # the unit names the D-dimer units variant
+    ("D-Dimer", "ug/mL FEU", None, "48065-7"),
+    ("UA Blood", None, None, "5794-3"),
+    ("Blood Culture #1", None, None, "600-7"),
 ])
 def test_well_known_names(engine, name, unit, specimen, code):
     [result] = engine.map([LabTestQuery(name=name, unit=unit, specimen=specimen)])

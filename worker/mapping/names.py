@@ -53,8 +53,10 @@ def token_key(text: str) -> str:
 
 
 def concept_key(component_alias: str) -> str:
-    """Entries that measure the same thing share a concept: 'lymphocytes/leukocytes' ~ 'lymphocytes'."""
-    return re.sub(r"/(?:100 )?(?:leukocytes|erythrocytes)\b", "", component_alias).strip()
+    """Entries that measure the same thing share a concept: 'lymphocytes/leukocytes' ~ 'lymphocytes', and
+    D-dimer in fibrinogen-equivalent or D-dimer units ('fibrin d dimer feu' ~ 'fibrin d dimer ddu')."""
+    key = re.sub(r"/(?:100 )?(?:leukocytes|erythrocytes)\b", "", component_alias)
+    return re.sub(r"\s(?:feu|ddu)\b", "", key).strip()
 
 
 def entry_embedding_text(entry: ReferenceEntry) -> str:

@@ -173,8 +173,17 @@ def is_non_test(cleaned: str, lexicon: Lexicon) -> bool:
     return bool(words) and all(w in lexicon.non_tests for w in words)
 
 
+# "S. Creatinine", "U. Albumin": one-letter specimen prefixes (dots already gone); "UA pH", "UA Blood"
+# (urinalysis), "UDS Opiates" (urine drug screen): the panel names the specimen
+SPECIMEN_PREFIX = re.compile(r"^(?:(s|u|p)\s+(?=[a-z]{3})|(ua|uds)\s+(?=[a-z]{2}))")
+
+
 def _strip_specimen(text: str) -> tuple[str, str | None]:
     specimen: str | None = None
+    match = SPECIMEN_PREFIX.match(text)
+    if match:
+        specimen = {"s": "serum", "p": "serum"}.get(match.group(1), "urine")
+        text = text[match.end():]
     for pattern, name in _SPECIMEN_PATTERNS:
         if pattern.search(text):
             stripped = SPACES.sub(" ", pattern.sub(" ", text)).strip()
@@ -194,12 +203,15 @@ def _strip_specimen(text: str) -> tuple[str, str | None]:
             specimen = specimen or "blood"
             text = stripped
     # "S. Creatinine", "Sr. Iron", "U. Albumin": one-letter specimen prefixes (dots already gone)
-    match = re.match(r"^(s|u|p)\s+(?=[a-z]{3})", text)
-    if match:
-        specimen = specimen or {"s": "serum", "u": "urine", "p": "serum"}[match.group(1)]
-        text = text[match.end():]
     return text, specimen
 
+
+SEQUENCE_NUMBER = re.compile(r"#\s*\d+\b")
+
+# "PCR" is the urine protein/creatinine ratio on its own, and the method (nucleic acid amplification) beside
+# an organism's name
+PCR = re.compile(r"\b(?:rt )?pcr\b")
+PCR_AS_RATIO = frozenset({"protein", "creatinine", "ratio", "spot", "random"})
 
 # "Neutrophils/leuk", "Retics/100 RBC": a share of the cells (LOINC's short names), not a ratio of two tests
 PER_CELLS = re.compile(r"/(?:100 )?(?:leuk|leuks|leukocytes?|wbcs?|rbcs?|erythrocytes?)(?![a-z0-9])")
@@ -207,7 +219,7 @@ PER_CELLS = re.compile(r"/(?:100 )?(?:leuk|leuks|leukocytes?|wbcs?|rbcs?|erythro
 
 def _flag_absolute(raw: str, cleaned: str) -> bool | None:
     low = raw.lower()
-    if re.search(r"\babs\b|\babsolute\b|#", low) or re.search(r"\bcount\b", cleaned) and re.search(
+    if re.search(r"\babs\b|\babsolute\b|#(?!\s*\d)", low) or re.search(r"\bcount\b", cleaned) and re.search(
             r"neutro|lympho|mono|eosino|baso|polymorph", cleaned):
         return True
     if "%" in low or re.search(r"\bpercent(age)?\b", low) or PER_CELLS.search(cleaned):
@@ -221,6 +233,7 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     label = LABEL_PATTERN.match(raw or "")
     if label and is_non_test(basic_clean(label.group(1)), lexicon):  # "Sample Type: Serum", "Method: ECLIA"
         return NormalisedName(raw, basic_clean(raw), "", "", None, False, None, False)
+    raw = SEQUENCE_NUMBER.sub(" ", raw or "")  # "Blood Culture #2", "Troponin #1": which draw, not the test
     codes = 0
     if vocabulary is not None:  # "Sodium [A1234]", "HAEMOGLOBIN (Hb) [A0417-03]": a lab's own code is not the analyte
         raw, codes = _drop_bracketed_codes(raw, lexicon, vocabulary)
@@ -249,6 +262,8 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
             found_specimen = given  # the given specimen wins unless the name is more specific ("whole blood")
     methods = tuple(dict.fromkeys(w for phrase in _phrases_in(text, lexicon.methods)
                                   for w in (lexicon.methods[phrase] or phrase).split()))
+    if PCR.search(text) and set(PCR.sub(" ", text).split()) - PCR_AS_RATIO:  # "HSV PCR": the method, not the ratio
+        text, methods = SPACES.sub(" ", PCR.sub(" ", text)).strip(), (*methods, "naa")
     stripped = phrase_sub(text, lexicon.methods)
     if not stripped.strip() and not phrase_sub(cleaned, lexicon.methods).strip():
         return NormalisedName(raw, cleaned, "", "", None, False, None, False)  # "Method: Photometry", "Westergren"
@@ -286,8 +301,9 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
             sub = normalise_name(part, None, lexicon, vocabulary, _alternatives=False)
             if sub.is_test:
                 found += [sub.text, sub.expanded]
-    unknown = [w for w in expanded.split() if not _known(w, lexicon, vocabulary)] if vocabulary else []
-    if unknown and len(unknown) < len(expanded.split()):  # "Hemoglobin xyz": the name without the unknown word
+    words = expanded.replace("/", " ").split()  # "ABO/Rh": two known words
+    unknown = [w for w in words if not _known(w, lexicon, vocabulary)] if vocabulary else []
+    if unknown and len(unknown) < len(words):  # "Hemoglobin xyz": the name without the unknown word
         found.append(" ".join(w for w in expanded.split() if w not in unknown))
     alternatives = tuple(a for a in dict.fromkeys(found) if a and a not in (text, expanded))
     loinc_style = bool(hint) or any(w in LOINC_SYSTEM_WORDS for w in basic_clean(raw).split())
@@ -405,6 +421,7 @@ def normalise_unit(unit: str | None) -> str:
     u = re.sub(r"\(calc\.?\)|\(calculated\)|calc\.?$|\bfeu\b|\bddu\b", " ", u)
     u = re.sub(r"\s+", "", u)
     u = re.sub(r"[\[\]{}]", "", u)
+    u = re.sub(r"x?10\((\d+)\)", r"10*\1", u)  # "x10(3)/mcL": the exponent in brackets
     u = u.replace("gms", "g").replace("gm", "g").replace("cumm", "ul").replace("cu.mm", "ul").replace("mm3", "ul")
     u = u.replace("cmm", "ul").replace("microl", "ul").replace("mcl", "ul").replace("^", "*").replace("x10", "10")
     u = re.sub(r"^(?:thou|k|thousand|th|thousands)/", "10*3/", u)

@@ -9,6 +9,7 @@ fluid is named, the excretion code for a 24-hour collection printed without a un
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -30,6 +31,9 @@ from worker.mapping.types import LabTestQuery
 # Properties that are alternative readings of one measurement (entitic indices like MCH are other tests).
 INTERCHANGEABLE_PROPERTIES = frozenset({"MCnc", "SCnc", "ACnc", "CCnc", "NCnc", "NFr", "MFr", "VFr", "PrThr"})
 VARIANT_MARGIN_CAP = 0.5  # no rival variant at all counts as this margin
+SPECIFIC_BLOOD_FIT = 0.12  # "Hgb Ven", "pH Art", "Glucose fingerstick": the blood named, not blood in general
+# Words a unit carries that name the component's variant: D-dimer in fibrinogen-equivalent or D-dimer units
+UNIT_VARIANT_WORDS = frozenset({"feu", "ddu"})
 
 
 class Candidate(NamedTuple):
@@ -51,7 +55,7 @@ class Reranker:
         self.views = views
 
     def adjustment(self, entry: ReferenceEntry, norm: NormalisedName, uclass: str | None, unit_norm: str,
-                   qualitative: bool | None) -> float:
+                   qualitative: bool | None, unit_words: frozenset[str] = frozenset()) -> float:
         """Re-ranking evidence beyond the name: unit class, specimen, scale, method and timing."""
         adj = 0.0
         index = self.reference.index_of[entry.code]
@@ -96,13 +100,14 @@ class Reranker:
             if group == "blood":
                 adj += self._blood_fit(system, wanted, norm.loinc_style)
             elif group == "arterial":
-                adj += 0.03 if wanted == "arterial" else -0.03
+                adj += SPECIFIC_BLOOD_FIT if wanted == "arterial" else -0.03
             elif group == "other":
                 adj -= 0.12
             else:
                 adj -= 0.25
         elif wanted == "fluid":  # a body fluid not named: the generic body-fluid code first
-            adj += 0.03 if group == "fluid" else 0.01 if group in ("pleural", "peritoneal", "synovial") else (
+            # (by more than a synonym's usual-variant bonus: "Protein, body fluid" is not pleural fluid)
+            adj += 0.03 if group == "fluid" else -0.04 if group in ("pleural", "peritoneal", "synovial") else (
                 -0.10 if group == "blood" else -0.25)
         else:  # an explicit urine, stool, CSF or body-fluid specimen: other systems are near impossible
             adj += 0.05 if group == wanted else (-0.08 if group == "fluid" and wanted in (
@@ -113,6 +118,9 @@ class Reranker:
         elif timed:
             adj -= 0.10
         adj += self._method_evidence(index, norm, wanted)
+        tags = UNIT_VARIANT_WORDS.intersection(unit_words)
+        if tags:
+            adj += 0.08 if tags & set(entry.component.lower().split()) else -0.04
         timing = self.views.timings[index]
         if timing and not (timing & stems(norm.cleaned + " " + norm.expanded)):
             adj -= 0.04
@@ -124,7 +132,10 @@ class Reranker:
         'Ser' and 'SerPl' differ; a report's 'serum' (or none) means serum or plasma."""
         exact = {"wholeblood": "bld", "venous": "bldv", "capillary": "bldc", "serplas": "ser/plas"}.get(wanted)
         if exact:
-            return 0.08 if system == exact else (0.03 if system.startswith(exact[:3]) or system == "ppp" else 0.0)
+            if system == exact:  # venous or capillary blood named outright outweighs a usual whole-blood code
+                return SPECIFIC_BLOOD_FIT if wanted in ("venous", "capillary") else 0.08
+            # platelet-poor plasma is a plasma; venous, capillary and whole blood are all blood
+            return 0.03 if system.startswith(exact[:3]) or (system == "ppp" and wanted == "serplas") else 0.0
         if wanted == "serum" and loinc_style:
             return 0.05 if system == "ser" else (0.03 if system == "ser/plas" else 0.0)
         if "ser" in system or "plas" in system or system == "ppp":
@@ -154,6 +165,7 @@ class Reranker:
         uclass = unit_class(query.unit) or property_class(norm.hint)
         unit_norm = normalise_unit(query.unit)
         qualitative = is_qualitative_value(query.value)
+        unit_words = frozenset(re.findall(r"[a-z]+", (query.unit or "").lower()))
         if qualitative is None and norm.hint in ("qualitative", "quantitative"):  # LOINC's Ql / Qn
             qualitative = norm.hint == "qualitative"
         scored: list[Candidate] = []
@@ -171,7 +183,7 @@ class Reranker:
                 base += 0.15  # LOINC's own short name names one variant exactly
             method = ("synonym" if i in evidence.synonym or norm.text != norm.expanded else "exact") if direct else (
                 "lexical" if lex >= emb else "embedding")
-            score = base + self.adjustment(entry, norm, uclass, unit_norm, qualitative)
+            score = base + self.adjustment(entry, norm, uclass, unit_norm, qualitative, unit_words)
             scored.append(Candidate(score, i, method, direct))
         scored.sort(key=lambda s: (-s[0], s[1]))
         if not scored:
