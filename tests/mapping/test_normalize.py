@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from worker.mapping.normalize import SpellingCorrector, is_qualitative_value, normalise_name, normalise_unit, unit_class
+from worker.mapping.normalize import (
+    SpellingCorrector,
+    is_qualitative_value,
+    normalise_name,
+    normalise_unit,
+    split_trailing_unit,
+    unit_class,
+)
 
 
 @pytest.mark.parametrize(("raw", "text", "specimen"), [
@@ -251,3 +258,31 @@ def test_named_bloods_and_point_of_care():
 def test_bracketed_exponents_in_units():
     assert normalise_unit("x10(3)/mcL") == "10*3/ul"
     assert unit_class("x10(9)/L") == "count"
+
+
+@pytest.mark.parametrize(("name", "rest", "unit"), [
+    ("Sodium mmol/L", "Sodium", "mmol/L"), ("Glucose Fasting mg/dl", "Glucose Fasting", "mg/dl"),
+    ("Pus cells (WBC) /hpf", "Pus cells (WBC)", "/hpf"), ("Anti-HBs (mIU/mL)", "Anti-HBs", "mIU/mL"),
+    ("Neutrophils %", "Neutrophils", "%"),
+    ("SGPT/ALT", "SGPT/ALT", None), ("Albumin/Globulin", "Albumin/Globulin", None), ("Hb%", "Hb%", None),
+    ("Retics/100 RBC", "Retics/100 RBC", None), ("mg/dL", "mg/dL", None),
+])
+def test_a_unit_printed_at_the_end_of_the_name(name, rest, unit):
+    assert split_trailing_unit(name) == (rest, unit)
+
+
+def test_a_scanned_zero_for_o_and_blood_as_the_analyte_in_urine():
+    assert normalise_name("S0dium").text == "sodium"
+    assert normalise_name("Urine dipstick blood").text == "blood"
+    assert normalise_name("Occult blood, stool").text == "occult blood"
+
+
+def test_an_antibody_class_in_brackets_qualifies_the_name():
+    norm = normalise_name("Measles Antibody (IgM)")
+    assert "igm" not in norm.alternatives and "immunoglobulin m" not in norm.alternatives
+    assert normalise_name("Mean Corpuscular Volume (MCV)").alternatives  # other brackets still are names
+
+
+def test_per_hundred_cells_is_a_ratio_not_a_count():
+    assert unit_class("/100 WBC") == "per100"
+    assert unit_class("x10^9/L") == "count"

@@ -39,6 +39,10 @@ DEV_LISTS = [Path(__file__).parent / "data" / name for name in ("dev_reports.csv
     ("D-Dimer", "ug/mL FEU", None, "48065-7"),
     ("UA Blood", None, None, "5794-3"),
     ("Blood Culture #1", None, None, "600-7"),
+    ("Sodium mmol/L", None, None, "2951-2"),  # the unit printed in the name
+    ("METHYLMALONIC ACID", "nmol/L", None, "13964-2"),  # LOINC's anion name: Methylmalonate
+    ("Nucleated red cells", "x10^9/L", None, "771-6"),  # a count, not per 100 leukocytes
+    ("Urine dipstick blood", None, None, "5794-3"),
 ])
 def test_well_known_names(engine, name, unit, specimen, code):
     [result] = engine.map([LabTestQuery(name=name, unit=unit, specimen=specimen)])
@@ -155,3 +159,11 @@ def test_a_named_method_is_not_part_of_the_analyte(engine):
 def test_names_written_x_of_specimen_match_their_analyte(engine):
     [hematocrit] = engine.map([LabTestQuery("Hematocrit", "%", None, "CSF")])
     assert hematocrit.loinc_code == "30398-2"
+
+
+@pytest.mark.parametrize(("name", "klass"), [("Hepatitis A Ab, IgM", "IgM"), ("Measles antibody (IgM)", "IgM"),
+                                             ("EBV VCA antibody (IgG)", "IgG")])
+def test_an_antibody_class_named_is_the_answer_s_class(engine, name, klass):
+    [result] = engine.map([LabTestQuery(name=name)])
+    top = engine.describe(result.candidates[0])[0]
+    assert f"{klass} Ab" in top, (result, top)  # not total IgM, not another class

@@ -39,6 +39,7 @@ from worker.mapping.normalize import (
     is_qualitative_value,
     normalise_name,
     normalise_unit,
+    split_trailing_unit,
     unit_class,
 )
 from worker.mapping.reference import Reference
@@ -125,6 +126,7 @@ class MappingEngine:
         return norm
 
     def key(self, query: LabTestQuery) -> tuple[str, str]:
+        query = with_unit_from_name(query)
         norm = self.normalise(query)
         name = norm.expanded if norm.is_test else norm.cleaned
         qualifiers = []
@@ -145,12 +147,14 @@ class MappingEngine:
     def map(self, queries: Sequence[LabTestQuery]) -> list[MappingResult]:
         """One result per query, in order: normalise, retrieve (one encoder call for the batch's new names),
         re-rank, decide."""
+        queries = [with_unit_from_name(q) for q in queries]
         norms = [self.normalise(q) for q in queries]
         self._gather(norms)
         return [self._decide(q, n) for q, n in zip(queries, norms, strict=True)]
 
     def ranking_features(self, queries: Sequence[LabTestQuery]) -> list[tuple[str | None, dict]]:
         """For calibration: each query's top-1 code (before abstention) and its confidence features."""
+        queries = [with_unit_from_name(q) for q in queries]
         norms = [self.normalise(q) for q in queries]
         self._gather(norms)
         out: list[tuple[str | None, dict]] = []
@@ -181,3 +185,12 @@ class MappingEngine:
             result = self.decider.decide(query, norm, self._rank(query, norm))
             self._decisions.put(key, result)
         return result
+
+
+def with_unit_from_name(query: LabTestQuery) -> LabTestQuery:
+    """A query whose name ends with its unit and has no unit of its own ("Sodium mmol/L"): the unit read
+    from the name."""
+    if query.unit:
+        return query
+    name, unit = split_trailing_unit(query.name or "")
+    return dataclasses.replace(query, name=name, unit=unit) if unit else query

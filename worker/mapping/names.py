@@ -42,7 +42,12 @@ def entry_aliases(entry: ReferenceEntry) -> list[str]:
             aliases.append(match.group(1))
         elif entry.property.endswith("Fr") and "/" in text:  # a fraction is named by its numerator: HbA1c
             aliases.append(text.split("/", 1)[0])
+    # LOINC names an acid by its anion, reports by the acid: Methylmalonate ~ methylmalonic acid, Urate ~ uric acid
+    aliases += [_ANION.sub("ic acid", text) for text in aliases if _ANION.search(text)]
     return aliases
+
+
+_ANION = re.compile(r"(?<=[a-z]{2})ate\b(?=\s*(?:/|$))", re.IGNORECASE)
 
 
 def token_key(text: str) -> str:

@@ -118,6 +118,7 @@ def basic_clean(text: str) -> str:
                   lambda m: m.group(1).replace(".", "").replace(" ", "") + " ", text)
     text = re.sub(r"(?<=\d)\+(?=\d)", " plus ", text).replace("+", " ").replace(" plus ", "+")
     text = text.replace("µ", "u").replace("μ", "u")
+    text = re.sub(r"(?<=[a-z])0(?=[a-z])", "o", text)  # a scanned report's zero for O: "S0dium"
     text = FOOTNOTE_CHARS.sub(" ", text)
     text = text.replace("&", " and ").replace("'", "").replace("’", "")
     text = re.sub(r"\s:\s", "/", text)  # "BUN : Creatinine" is a ratio
@@ -196,7 +197,8 @@ def _strip_specimen(text: str) -> tuple[str, str | None]:
             if stripped:
                 specimen = specimen or "serum"
                 text = stripped
-    if not any(p in text for p in BLOOD_PROTECTED):
+    if specimen not in ("urine", "stool") and not any(p in text for p in BLOOD_PROTECTED):
+        # (in urine or stool, "blood" is what is looked for: "Urine dipstick blood")
         # "blood" as a specimen word: "Blood Urea", "Urea Nitrogen, Blood", LOINC's "Glucose Bld Qn"
         stripped = SPACES.sub(" ", re.sub(r"(?<![a-z0-9])blood(?![a-z0-9])", " ", text)).strip()
         if stripped and stripped != text:
@@ -206,6 +208,8 @@ def _strip_specimen(text: str) -> tuple[str, str | None]:
     return text, specimen
 
 
+# An immunoglobulin class: "IgG", "IgM", "immunoglobulin g" (the class letter is the group)
+IG_CLASS = re.compile(r"\b(?:ig|immunoglobulin )([gmaed])\b")
 SEQUENCE_NUMBER = re.compile(r"#\s*\d+\b")
 
 # "PCR" is the urine protein/creatinine ratio on its own, and the method (nucleic acid amplification) beside
@@ -282,7 +286,9 @@ def normalise_name(raw: str, specimen: str | None = None, lexicon: Lexicon | Non
     if PARENTHESES.search(raw):
         # "Mean Corpuscular Volume (MCV)": the name outside the brackets and the bracketed part
         # are looked up on their own as well
-        parts = [PARENTHESES.sub(" ", raw)] + PARENTHESES.findall(raw)
+        # ("Measles Antibody (IgM)": an antibody class in brackets qualifies the name, it is not another name)
+        parts = [PARENTHESES.sub(" ", raw)] + [p for p in PARENTHESES.findall(raw) if not IG_CLASS.fullmatch(
+            basic_clean(p))]
     elif "/" in raw and "ratio" not in cleaned and re.search(r"\s/|/\s", raw):
         parts = raw.split("/")  # "SGOT / AST": two names for one test
     if _alternatives and re.search(r"\banti\b", text) and re.search(r"\bantibod(y|ies)\b", text):
@@ -449,7 +455,8 @@ _UNIT_RULES: tuple[tuple[str, str], ...] = (
     (r"titer|titre|^1:", "titer"),
     (r"mosm", "osmol"),
     (r"mmhg", "pressure"),
-    (r"copies|^10\*\d+/|^/ul$|^/l$|^cells/|^/nl$|^/mm|^#/|^count|^/100", "count"),
+    (r"^/100", "per100"),  # "/100 WBC": nucleated red cells per hundred leukocytes, a ratio, not a count
+    (r"copies|^10\*\d+/|^/ul$|^/l$|^cells/|^/nl$|^/mm|^#/|^count", "count"),
     (r"mol/|eq/", "molar"),
     (r"^(n|u|m|k)?(iu|u|au|eu|gpl|mpl)/|^(iu|u|au)$|^gpl|^mpl", "activity"),
     (r"^(k|m|u|n|p|f)?g/|^g%|^mg%|^gm%", "mass"),
@@ -463,7 +470,8 @@ UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
                           "RelACnc", "RelCCnc", "RelMCnc"}),  # factor activities and antigens: % of normal
     "mass": frozenset({"MCnc", "MSCnc", "EntMCnc", "MCncDiff", "MRto"}),
     "molar": frozenset({"SCnc", "MSCnc", "Osmol", "SRto"}),
-    "count": frozenset({"NCnc", "Num", "Ratio"}),
+    "count": frozenset({"NCnc", "Num"}),
+    "per100": frozenset({"Ratio", "NRto", "NFr"}),
     "activity": frozenset({"CCnc", "ACnc", "CAct", "EntCat", "Titr", "ACncDiff", "CCnt", "ACnt"}),
     "ratio": frozenset({"Ratio", "MRto", "SRto", "RelRto", "MFr", "NRto", "Rden", "RelTime", "VRto", "INR"}),
     "time": frozenset({"Time", "RelTime"}),
@@ -484,6 +492,18 @@ UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
 def property_class(prop: str | None) -> str | None:
     """The unit class a LOINC property is printed in ('SCnc' -> 'molar'), for a name that names its property."""
     return next((name for name, props in UNIT_CLASS_PROPERTIES.items() if prop in props), None)
+
+
+_TRAILING_UNIT = re.compile(r"^(.*[A-Za-z].*?)[\s,]+\(?([^\s()]*[/%][^\s()]*)\)?\s*$")
+
+
+def split_trailing_unit(name: str) -> tuple[str, str | None]:
+    """'Sodium mmol/L' -> ('Sodium', 'mmol/L'), 'Pus cells /hpf' -> ('Pus cells', '/hpf'); a name with no unit
+    at its end ('SGPT/ALT', 'Albumin/Globulin') is returned whole, with None."""
+    match = _TRAILING_UNIT.match(name or "")
+    if match and unit_class(match.group(2)) is not None:
+        return match.group(1).strip(" ,-"), match.group(2)
+    return name, None
 
 
 @lru_cache(maxsize=4096)

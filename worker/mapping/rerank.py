@@ -16,6 +16,7 @@ from typing import NamedTuple
 from worker.mapping.names import ReferenceViews, stems
 from worker.mapping.normalize import (
     BLOOD_SPECIMENS,
+    IG_CLASS,
     SCALE_HINTS,
     UNIT_CLASS_PROPERTIES,
     NormalisedName,
@@ -53,6 +54,7 @@ class Reranker:
     def __init__(self, reference: Reference, views: ReferenceViews):
         self.reference = reference
         self.views = views
+        self.ig_classes = [frozenset(IG_CLASS.findall(e.component.lower())) for e in reference.entries]
 
     def adjustment(self, entry: ReferenceEntry, norm: NormalisedName, uclass: str | None, unit_norm: str,
                    qualitative: bool | None, unit_words: frozenset[str] = frozenset()) -> float:
@@ -118,6 +120,7 @@ class Reranker:
         elif timed:
             adj -= 0.10
         adj += self._method_evidence(index, norm, wanted)
+        adj += self._antibody_class_fit(index, norm)
         tags = UNIT_VARIANT_WORDS.intersection(unit_words)
         if tags:
             adj += 0.08 if tags & set(entry.component.lower().split()) else -0.04
@@ -141,6 +144,15 @@ class Reranker:
         if "ser" in system or "plas" in system or system == "ppp":
             return 0.03
         return -0.03 if system in ("bldv", "bldc", "blda") else 0.0
+
+    def _antibody_class_fit(self, index: int, norm: NormalisedName) -> float:
+        """An antibody class the name names (IgG, IgM) is the analyte's, not a detail: the row of another
+        class is another test; a row with no class (total antibody) is a weaker reading."""
+        named = frozenset(IG_CLASS.findall(norm.expanded))
+        if not named:
+            return 0.0
+        row = self.ig_classes[index]
+        return (0.05 if row & named else -0.15) if row else -0.03
 
     def _method_evidence(self, index: int, norm: NormalisedName, wanted: str | None) -> float:
         """A method the name names picks the row with that method; LOINC's short names name theirs, so one that
