@@ -12,9 +12,9 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
   from the source queue. A decoder that raises anything else has met a message it cannot read:
   that message is poison too, with the error as its reason.
 - ``handler(messages)`` gets the batch's decoded messages and returns a :class:`Result` per
-  message id: :func:`done` (deleted, in one batch call), :func:`retry` (left undeleted, its
-  visibility set to a backoff that grows with its receive count; after the queue's
-  maxReceiveCount SQS redrives it), or :func:`poison` (dead-lettered). A message without a
+  message id: :func:`done` (deleted, in one batch call, while the next poll receives),
+  :func:`retry` (left undeleted, its visibility set to a backoff that grows with its receive
+  count; after the queue's maxReceiveCount SQS redrives it), or :func:`poison` (dead-lettered). A message without a
   result, or a handler that raises, means retry.
 - Queues are polled in the order given: the first ones (priority) with a short poll, the last one
   with a long poll, so a priority message is always taken first.
@@ -43,6 +43,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -229,6 +230,9 @@ class Consumer:
         self._stopping = threading.Event()
         self._stop_deadline: float | None = None
         self._queues: dict[str, _QueueInfo] = {}
+        # A finished batch is deleted while the next one is received (its results are already saved).
+        self._deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-delete")
+        self._deleting: Future | None = None
 
     # ---- control -------------------------------------------------------------------------
 
@@ -259,7 +263,7 @@ class Consumer:
                 self._wait_until_ready()
                 continue
             try:
-                self.run_once()
+                self._poll()
                 pause = 1.0
             except (BotoCoreError, ClientError) as error:
                 log.error("receiving failed; pausing %.0f s", pause, extra={"error": repr(error)})
@@ -269,13 +273,21 @@ class Consumer:
                 log.exception("the consumer loop failed; pausing %.0f s", pause)
                 self._stopping.wait(pause)
                 pause = min(pause * 2, RECEIVE_ERROR_PAUSE_MAX)
+        self._finish_deleting()
         log.info("consumer stopped", extra={"abandoned": self.abandoned})
 
     def run_once(self) -> int:
         """One poll of the queues (priority first) and the handling of what it brought; returns its size."""
+        try:
+            return self._poll()
+        finally:
+            self._finish_deleting()
+
+    def _poll(self) -> int:
         for position, queue_url in enumerate(self.queue_urls):
             last = position == len(self.queue_urls) - 1
             messages = self._receive(queue_url, self.options.wait_time if last else 0)
+            self._finish_deleting()
             if messages:
                 self._call(self.on_poll)
                 if self.stopping:
@@ -366,6 +378,12 @@ class Consumer:
                 else:
                     self.stats.deleted += 1
                     log.info("message deleted", extra=message.log_fields())
+
+    def _finish_deleting(self) -> None:
+        """Wait for the previous batch's delete (it logs its own failures)."""
+        if self._deleting is not None:
+            self._deleting.result()
+            self._deleting = None
 
     def _change_visibility(self, messages: Sequence[Message], seconds: Callable[[Message], int], what: str) -> None:
         for chunk in self._batches(messages):
@@ -489,7 +507,8 @@ class Consumer:
             else:
                 failed.append(message)
                 reasons[message.message_id] = result.reason or "failed"
-        self._delete(finished)
+        self._finish_deleting()
+        self._deleting = self._deleter.submit(self._delete, finished) if finished else None
         # A batch that failed as a whole points at a dependency (a database outage): check it is
         # back before receiving more, rather than spending every queued message's receive count.
         self._suspect = bool(failed) and not finished and self.ready is not None

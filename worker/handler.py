@@ -228,31 +228,51 @@ class LabCategorizationHandler:
             if not pending:
                 return results
 
-        # 5. One transaction per job.
-        elapsed_mapping = time.monotonic() - started
-        total_tests = sum(len(job.tests) for job in pending.values())
-        for job_id, job in pending.items():
-            job_started = time.monotonic()
-            row = rows[job_id]
-            answers = zip(job.tests, mapped[job_id], strict=True)
-            result_rows = [self._result_row(index, test, result, version)
-                           for index, (test, (result, version)) in enumerate(answers)]
-            try:
-                repo.complete_job(self.db, row, result_rows)
-            except Exception as error:
-                if refused_data(error):
-                    refuse(job_id, f"the database refused the results: {_error_text(error)}")
-                else:
-                    fail_all([job_id], error, "writing results failed")
+        # 5. One transaction for the batch; if it fails while the database takes writes, one per job.
+        written = {job_id: [self._result_row(index, test, result, version)
+                            for index, (test, (result, version)) in enumerate(zip(job.tests, mapped[job_id],
+                                                                                  strict=True))]
+                   for job_id, job in pending.items()}
+        failed = self._complete(rows, written)
+        for job_id, error in failed.items():
+            if refused_data(error):
+                refuse(job_id, f"the database refused the results: {_error_text(error)}")
+            else:
+                fail_all([job_id], error, "writing results failed")
+        # each job's share of the batch's time, by its tests, so the stats' time per test adds up
+        batch_seconds = time.monotonic() - started
+        total_tests = sum(len(result_rows) for result_rows in written.values()) or 1
+        for job_id, result_rows in written.items():
+            if job_id in failed:
                 continue
             settle(job_id, done())
-            share = elapsed_mapping * len(job.tests) / total_tests if total_tests else 0.0
-            seconds = share + time.monotonic() - job_started
-            self.stats.add(processed=1, tests=len(job.tests), seconds=seconds)
-            log.info("completed lab categorization for user %s document %s", job.user_id, job.document_id,
-                     extra=by_job[job_id][0].log_fields(test_count=len(job.tests), seconds=round(seconds, 3),
+            seconds = batch_seconds * len(result_rows) / total_tests
+            self.stats.add(processed=1, tests=len(result_rows), seconds=seconds)
+            log.info("completed lab categorization for user %s document %s", rows[job_id].user_id,
+                     rows[job_id].document_id,
+                     extra=by_job[job_id][0].log_fields(test_count=len(result_rows), seconds=round(seconds, 3),
                                                         needs_review=sum(r.needs_review for r in result_rows)))
         return results
+
+    def _complete(self, rows: dict[str, repo.JobRow], written: dict[str, list[repo.ResultRow]]
+                  ) -> dict[str, Exception]:
+        """Write the batch's results in one transaction; if that fails while the database takes writes,
+        job by job, so that one job's bad data fails only that job. Returns the errors by job."""
+        try:
+            repo.complete_jobs(self.db, [(rows[job_id], results) for job_id, results in written.items()])
+            return {}
+        except Exception as error:  # noqa: BLE001 - sorted out below: one job's data, or the database
+            batch_error = error
+        if len(written) == 1 or not repo.ready(self.db):
+            return dict.fromkeys(written, batch_error)
+        log.warning("writing the batch failed; writing job by job", extra={"error": _error_text(batch_error)})
+        errors: dict[str, Exception] = {}
+        for job_id, results in written.items():
+            try:
+                repo.complete_job(self.db, rows[job_id], results)
+            except Exception as error:  # noqa: BLE001 - this job's own failure
+                errors[job_id] = error
+        return errors
 
     def _claim(self, rows: dict[str, repo.JobRow]) -> tuple[repo.Claim, dict[str, Exception]]:
         """Claim the batch in one statement; if that fails while the database takes writes, job by job.

@@ -80,6 +80,20 @@ def test_a_job_the_store_cannot_hold_is_settled_alone(db, mapping_engine):
     assert statuses(db, [job.job_id for job in good]) == {job.job_id: ("done", 2) for job in good}
 
 
+def test_results_the_store_cannot_hold_fail_their_job_alone(db, mapping_engine):
+    """The batch's results go in one transaction; one job's unwritable result must not fail the others."""
+    good = [new_job(11, n, TESTS) for n in range(1, 6)]
+    bad = unchecked_job(tests=[LabTest.model_construct(test_name="Hemo\x00globin", test_value=None,
+                                                       test_unit=None)])  # PostgreSQL text holds no NUL
+    messages = [message_for(job) for job in good[:2]] + [message_for(bad)] + [message_for(job) for job in good[2:]]
+    results = LabCategorizationHandler(db, mapping_engine)(messages)
+    bad_result = results[messages[2].message_id]
+    assert bad_result.outcome is Outcome.POISON and "the database refused the results" in bad_result.reason
+    assert all(results[m.message_id].outcome is Outcome.DONE for m in messages if m is not messages[2])
+    assert statuses(db, [job.job_id for job in good]) == {job.job_id: ("done", 2) for job in good}
+    assert statuses(db, [bad.job_id])[bad.job_id][0] != "done"
+
+
 def test_bad_neighbours_do_not_take_their_batch_to_the_dlq(sqs, queues, db, run_worker, waiter):
     good = [new_job(20, n, TESTS) for n in range(1, 8)]
     for job in good[:3]:

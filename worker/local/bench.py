@@ -522,7 +522,7 @@ PATH_STAGES = (
     ("  re-rank", "worker.mapping.rerank", "Reranker.rank"),
     ("  decide", "worker.mapping.decide", "Decider.decide"),
     ("memory write", "worker.store.repository", "remember_mappings"),
-    ("result write", "worker.store.repository", "complete_job"),
+    ("result write", "worker.store.repository", "complete_jobs"),
     ("delete (SQS)", "worker.consumer", "Consumer._delete"),
 )
 

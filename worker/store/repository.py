@@ -162,27 +162,33 @@ def _same_content(stored, incoming):
 
 def complete_job(engine: Engine, job: JobRow, results: Sequence[ResultRow]) -> None:
     """Write a job's results and mark it done, in one transaction."""
+    complete_jobs(engine, [(job, results)])
+
+
+def complete_jobs(engine: Engine, jobs: Sequence[tuple[JobRow, Sequence[ResultRow]]]) -> None:
+    """Write the jobs' results and mark them done, in one transaction (all or none)."""
     results_table = LabTestResult.__table__
     jobs_table = LabJob.__table__
+    rows = [{"job_id": job.job_id, "user_id": job.user_id, "document_id": job.document_id,
+             "test_index": row.test_index, "test_name": row.test_name, "test_value": row.test_value,
+             "test_unit": row.test_unit, "category": row.category, "loinc_code": row.loinc_code,
+             "loinc_name": row.loinc_name, "confidence": row.confidence, "match_method": row.match_method,
+             "needs_review": row.needs_review, "model_version": row.model_version,
+             "normalized_name": row.normalized_name, "unit_key": row.unit_key, "candidates": row.candidates}
+            for job, results in jobs for row in results]
+    now = _now()
     with engine.begin() as connection:
-        if results:
+        if rows:
             # One constant statement with the rows as parameters (executemany): SQLAlchemy caches its
-            # compiled form, where a multi-row VALUES clause was rebuilt for every job.
+            # compiled form, where a multi-row VALUES clause was rebuilt for every batch.
             statement = _insert(connection, results_table).on_conflict_do_nothing(
                 index_elements=[results_table.c.job_id, results_table.c.test_index])
-            connection.execute(statement, [
-                {"job_id": job.job_id, "user_id": job.user_id, "document_id": job.document_id,
-                 "test_index": row.test_index, "test_name": row.test_name, "test_value": row.test_value,
-                 "test_unit": row.test_unit, "category": row.category, "loinc_code": row.loinc_code,
-                 "loinc_name": row.loinc_name, "confidence": row.confidence, "match_method": row.match_method,
-                 "needs_review": row.needs_review, "model_version": row.model_version,
-                 "normalized_name": row.normalized_name, "unit_key": row.unit_key, "candidates": row.candidates}
-                for row in results
-            ])
-        now = _now()
+            connection.execute(statement, rows)
         connection.execute(
-            update(jobs_table).where(jobs_table.c.job_id == job.job_id)
-            .values(status="done", test_count=len(results), error=None, completed_at=now, updated_at=now)
+            update(jobs_table).where(jobs_table.c.job_id == bindparam("done_job_id"))
+            .values(status="done", test_count=bindparam("done_count"), error=None, completed_at=now,
+                    updated_at=now),
+            [{"done_job_id": job.job_id, "done_count": len(results)} for job, results in jobs],
         )
 
 
