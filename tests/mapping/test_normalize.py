@@ -10,6 +10,7 @@ from worker.mapping.normalize import (
     normalise_name,
     normalise_unit,
     split_trailing_unit,
+    split_unit_note,
     unit_class,
 )
 
@@ -269,6 +270,15 @@ def test_bracketed_exponents_in_units():
 ])
 def test_a_unit_printed_at_the_end_of_the_name(name, rest, unit):
     assert split_trailing_unit(name) == (rest, unit)
+
+
+@pytest.mark.parametrize(("unit", "split"), [
+    ("mg/dL (calc)", ("mg/dL", "calc")), ("10^3/uL (auto)", ("10^3/uL", "auto")),
+    ("mg/dL", ("mg/dL", None)), ("x10(3)/uL", ("x10(3)/uL", None)), ("(calc)", ("(calc)", None)),
+    ("U/L (37C)", ("U/L (37C)", None)), (None, (None, None)),
+])
+def test_a_word_printed_beside_the_unit_is_taken_from_it(unit, split):
+    assert split_unit_note(unit) == split
 
 
 def test_a_scanned_zero_for_o_and_blood_as_the_analyte_in_urine():

@@ -167,3 +167,13 @@ def test_an_antibody_class_named_is_the_answer_s_class(engine, name, klass):
     [result] = engine.map([LabTestQuery(name=name)])
     top = engine.describe(result.candidates[0])[0]
     assert f"{klass} Ab" in top, (result, top)  # not total IgM, not another class
+
+
+@pytest.mark.parametrize(("name", "unit", "code"), [
+    ("LDL-CHOLESTEROL", "mg/dL (calc)", "13457-7"),  # the method printed beside the unit
+    ("CaOx Cry UrnS Ql Micro", None, "5774-5"),  # LOINC's short-name abbreviations
+    ("FVIII Inhib PPP-aCnc", "[Beth'U]/mL", "3204-5"),
+    ("Amylase.P SerPl-cCnc", "U/L", "1805-1"),
+])
+def test_what_record_systems_print_beside_the_name(engine, name, unit, code):
+    assert engine.map([LabTestQuery(name, unit)])[0].loinc_code == code

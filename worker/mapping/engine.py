@@ -40,6 +40,7 @@ from worker.mapping.normalize import (
     normalise_name,
     normalise_unit,
     split_trailing_unit,
+    split_unit_note,
     unit_class,
 )
 from worker.mapping.reference import Reference
@@ -189,8 +190,9 @@ class MappingEngine:
 
 def with_unit_from_name(query: LabTestQuery) -> LabTestQuery:
     """A query whose name ends with its unit and has no unit of its own ("Sodium mmol/L"): the unit read
-    from the name."""
+    from the name. A word printed beside the unit ("mg/dL (calc)") goes to the name."""
     if query.unit:
-        return query
+        unit, note = split_unit_note(query.unit)
+        return dataclasses.replace(query, name=f"{query.name} ({note})", unit=unit) if note else query
     name, unit = split_trailing_unit(query.name or "")
     return dataclasses.replace(query, name=name, unit=unit) if unit else query

@@ -506,6 +506,18 @@ def split_trailing_unit(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+_UNIT_NOTE = re.compile(r"^(.*?\S)\s*\(([A-Za-z][A-Za-z .]*)\)\s*$")
+
+
+def split_unit_note(unit: str | None) -> tuple[str | None, str | None]:
+    """'mg/dL (calc)' -> ('mg/dL', 'calc'): a word some labs print beside the unit, which belongs to the
+    name (here: the method); a unit without one, or whose bracket is part of it, is returned whole."""
+    match = _UNIT_NOTE.match(unit or "")
+    if match and unit_class(match.group(1)) is not None and unit_class(match.group(2)) is None:
+        return match.group(1), match.group(2).strip()
+    return unit, None
+
+
 @lru_cache(maxsize=4096)
 def unit_class(unit: str | None) -> str | None:
     u = normalise_unit(unit)
