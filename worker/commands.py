@@ -18,6 +18,7 @@ try:  # Typer 0.2x ships its own copy of click
 except ImportError:  # pragma: no cover - older Typer on top of click
     from click.exceptions import ClickException, NoArgsIsHelpError
 
+from worker.mapping.model import EncoderUnavailableError
 from worker.settings import ConfigError, describe_validation_error, load_settings
 
 db_app = typer.Typer(help="The worker's database: migrations.", no_args_is_help=True)
@@ -68,8 +69,13 @@ SELFCHECK_CODE = "718-7"
 
 def selfcheck(
     model: str = typer.Option(None, "--model", help="Model id or directory (default: ML_WORKER_MODEL, packaged)."),
+    require_index: bool = typer.Option(False, "--require-index",
+                                       help="Fail if loading had to embed anything: the index must be built."),
 ) -> None:
-    """Load the engine and map Hemoglobin g/dL; exit 0 only if it maps to 718-7. Needs no DB, no AWS."""
+    """Load the engine and map Hemoglobin g/dL; exit 0 only if it maps to 718-7. Needs no DB, no AWS.
+
+    Reports how many texts the load embedded (0 when the reference index was found in the index
+    directory); with --require-index any is a failure (the image's runtime stage must not rebuild it)."""
     import os
     import time
 
@@ -84,13 +90,16 @@ def selfcheck(
         engine = MappingEngine.load(chosen)
     except Exception as error:  # report any load failure as one JSON line
         typer.echo(json.dumps({"ok": False, "model": chosen, "error": f"{type(error).__name__}: {error}"}))
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if isinstance(error, EncoderUnavailableError) else 1) from None
     load_seconds = time.monotonic() - started
+    embedded = int(getattr(engine.encoder, "texts_encoded", 0))
     started = time.monotonic()
     [result] = engine.map([LabTestQuery(**SELFCHECK_QUERY)])
-    ok = result.loinc_code == SELFCHECK_CODE
+    ok = result.loinc_code == SELFCHECK_CODE and not (require_index and embedded)
     typer.echo(json.dumps({
-        "ok": ok, "model": chosen, "model_version": engine.model_version, "load_seconds": round(load_seconds, 2),
+        "ok": ok, "model": chosen, "model_version": engine.model_version,
+        "encoder": getattr(engine.encoder, "kind", "torch"),
+        "load_seconds": round(load_seconds, 2), "embedded_at_load": embedded,
         "map_seconds": round(time.monotonic() - started, 3), "query": SELFCHECK_QUERY,
         "result": {"category": result.category, "loinc_code": result.loinc_code, "loinc_name": result.loinc_name,
                    "confidence": round(float(result.confidence), 4), "match_method": result.match_method},
@@ -174,7 +183,7 @@ class WorkerGroup(TyperGroup):
             code = _fail(error.format_message(), error.exit_code)
         except typer.Abort:
             code = _fail("aborted", 1)
-        except ConfigError as error:
+        except (ConfigError, EncoderUnavailableError) as error:
             code = _fail(f"configuration: {error}", 2)
         except ValidationError as error:
             code = _fail(f"configuration: {describe_validation_error(error)}", 2)

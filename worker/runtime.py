@@ -51,6 +51,15 @@ def load_engine(settings: WorkerSettings):
     return engine
 
 
+def check_encoder(settings: WorkerSettings) -> None:
+    """Fail fast, before the database, if the chosen encoder cannot run here: ``EncoderUnavailableError``
+    (e.g. ML_WORKER_ENCODER=torch in the worker image, which has no PyTorch)."""
+    from worker.mapping import encoder, model
+
+    name, kind = model.resolve_model(settings.model), model.resolve_encoder(settings.encoder)
+    encoder.check_encoder(name, kind, model.resolve_index_dir(settings.index_dir))
+
+
 def open_database(settings: WorkerSettings, migrate: bool | None = None):
     from worker.store.db import make_engine, upgrade
 
@@ -155,6 +164,13 @@ def run_worker() -> int:
     except ConfigError as error:
         log.error("configuration error: %s", error)
         return 2
+    from worker.mapping.model import EncoderUnavailableError
+
+    try:
+        check_encoder(settings)
+    except ValueError as error:  # EncoderUnavailableError, or an encoder.json that is not JSON
+        log.error("configuration error: %s", error)
+        return 2
     signals = _Signals()
     signals.install()
     started = time.monotonic()
@@ -167,7 +183,7 @@ def run_worker() -> int:
 
     try:
         engine = load_engine(settings)
-    except MissingCalibrationError as error:
+    except (MissingCalibrationError, EncoderUnavailableError) as error:
         log.error("configuration error: %s", error)
         return 2
     worker = build_worker(settings, db, engine)

