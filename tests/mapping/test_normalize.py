@@ -102,7 +102,7 @@ def test_24_hour_collections():
                                  "Remarks:", "Interpretation", "** End of Report **", "Comments", "Reference Range",
                                  "Differential Leucocyte Count", "Physical Examination", "", "---", "12.5",
                                  "Method: Photometry", "Westergren", "Sample Type: Serum", "Specimen : EDTA Blood",
-                                 "Remarks: Please correlate clinically", "Ref. Range: 13-17"])
+                                 "Remarks: Please correlate clinically", "Ref. Range: 13-17", "Normal: 70 - 110 mg/dL"])
 def test_non_tests(raw):
     assert not normalise_name(raw).is_test
 

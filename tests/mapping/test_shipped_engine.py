@@ -177,3 +177,14 @@ def test_an_antibody_class_named_is_the_answer_s_class(engine, name, klass):
 ])
 def test_what_record_systems_print_beside_the_name(engine, name, unit, code):
     assert engine.map([LabTestQuery(name, unit)])[0].loinc_code == code
+
+
+@pytest.mark.parametrize(("name", "unit", "code"), [
+    ("Lyme IgG", "index", "7817-0"),  # an antibody index: one of the row's own units, not a ratio
+    ("Plasma Renin Activity", "ng/mL/h", "2915-7"),  # mass per volume per hour: an enzymatic activity
+    ("Fecal Elastase", "ug/g", "25907-7"),  # mass content
+    ("Factor VIII:C", "IU/dL", "3209-4"),  # a factor's activity: 1 IU/dL is 1% of normal
+    ("Factor VIII inhibitor", "BU/mL", "3204-5"),  # Bethesda units
+])
+def test_a_unit_the_row_is_printed_in_is_evidence_for_it(engine, name, unit, code):
+    assert engine.map([LabTestQuery(name, unit)])[0].loinc_code == code

@@ -109,6 +109,7 @@ def default_lexicon() -> Lexicon:
     return Lexicon.load()
 
 
+@lru_cache(maxsize=65536)  # retrieval keys every name by it, warm names included
 def basic_clean(text: str) -> str:
     """Lower-case, fold accents, drop footnote marks and punctuation (keep + and /), squeeze spaces."""
     text = unicodedata.normalize("NFKD", text or "")
@@ -426,7 +427,7 @@ def normalise_unit(unit: str | None) -> str:
     u = u.replace("µ", "u").replace("μ", "u").replace("mcg", "ug").replace("³", "3").replace("⁹", "9")
     u = re.sub(r"\(calc\.?\)|\(calculated\)|calc\.?$|\bfeu\b|\bddu\b", " ", u)
     u = re.sub(r"\s+", "", u)
-    u = re.sub(r"[\[\]{}]", "", u)
+    u = re.sub(r"[\[\]{}]", "", u).replace("beth'u", "bu")
     u = re.sub(r"x?10\((\d+)\)", r"10*\1", u)  # "x10(3)/mcL": the exponent in brackets
     u = u.replace("gms", "g").replace("gm", "g").replace("cumm", "ul").replace("cu.mm", "ul").replace("mm3", "ul")
     u = u.replace("cmm", "ul").replace("microl", "ul").replace("mcl", "ul").replace("^", "*").replace("x10", "10")
@@ -458,7 +459,8 @@ _UNIT_RULES: tuple[tuple[str, str], ...] = (
     (r"^/100", "per100"),  # "/100 WBC": nucleated red cells per hundred leukocytes, a ratio, not a count
     (r"copies|^10\*\d+/|^/ul$|^/l$|^cells/|^/nl$|^/mm|^#/|^count", "count"),
     (r"mol/|eq/", "molar"),
-    (r"^(n|u|m|k)?(iu|u|au|eu|gpl|mpl)/|^(iu|u|au)$|^gpl|^mpl", "activity"),
+    (r"^(n|u|p)g/(ml|l|dl)/(h|hr)$", "activity"),  # renin activity: angiotensin I made per hour
+    (r"^(n|u|m|k)?(iu|u|au|eu|bu|gpl|mpl)/|^(iu|u|au)$|^gpl|^mpl", "activity"),  # bu: Bethesda units
     (r"^(k|m|u|n|p|f)?g/|^g%|^mg%|^gm%", "mass"),
     (r"^ml$|^l$", "volume"),
 )
@@ -468,11 +470,12 @@ UNIT_CLASS_PROPERTIES: dict[str, frozenset[str]] = {
     "percent": frozenset({"NFr", "MFr", "VFr", "SFr", "CFr", "Fr", "RelRto", "DistWidth", "Ratio", "NFR",
                           "EntMCnc",  # MCHC is printed as g/dL or as %
                           "RelACnc", "RelCCnc", "RelMCnc"}),  # factor activities and antigens: % of normal
-    "mass": frozenset({"MCnc", "MSCnc", "EntMCnc", "MCncDiff", "MRto"}),
+    "mass": frozenset({"MCnc", "MSCnc", "EntMCnc", "MCncDiff", "MRto", "MCnt"}),  # MCnt: ug/g, mg/kg
     "molar": frozenset({"SCnc", "MSCnc", "Osmol", "SRto"}),
     "count": frozenset({"NCnc", "Num"}),
     "per100": frozenset({"Ratio", "NRto", "NFr"}),
-    "activity": frozenset({"CCnc", "ACnc", "CAct", "EntCat", "Titr", "ACncDiff", "CCnt", "ACnt"}),
+    "activity": frozenset({"CCnc", "ACnc", "CAct", "EntCat", "Titr", "ACncDiff", "CCnt", "ACnt",
+                           "RelACnc", "RelCCnc"}),  # a factor's activity in IU/dL, 1 IU/dL being 1% of normal
     "ratio": frozenset({"Ratio", "MRto", "SRto", "RelRto", "MFr", "NRto", "Rden", "RelTime", "VRto", "INR"}),
     "time": frozenset({"Time", "RelTime"}),
     "entvol": frozenset({"EntVol", "EntMeanVol", "DistWidth"}),
@@ -497,6 +500,7 @@ def property_class(prop: str | None) -> str | None:
 _TRAILING_UNIT = re.compile(r"^(.*[A-Za-z].*?)[\s,]+\(?([^\s()]*[/%][^\s()]*)\)?\s*$")
 
 
+@lru_cache(maxsize=16384)
 def split_trailing_unit(name: str) -> tuple[str, str | None]:
     """'Sodium mmol/L' -> ('Sodium', 'mmol/L'), 'Pus cells /hpf' -> ('Pus cells', '/hpf'); a name with no unit
     at its end ('SGPT/ALT', 'Albumin/Globulin') is returned whole, with None."""
@@ -509,6 +513,7 @@ def split_trailing_unit(name: str) -> tuple[str, str | None]:
 _UNIT_NOTE = re.compile(r"^(.*?\S)\s*\(([A-Za-z][A-Za-z .]*)\)\s*$")
 
 
+@lru_cache(maxsize=16384)
 def split_unit_note(unit: str | None) -> tuple[str | None, str | None]:
     """'mg/dL (calc)' -> ('mg/dL', 'calc'): a word some labs print beside the unit, which belongs to the
     name (here: the method); a unit without one, or whose bracket is part of it, is returned whole."""

@@ -66,7 +66,7 @@ class Reranker:
             adj += 0.06 if prop == norm.hint else 0.0
         scale = entry.scale.lower()
         if uclass:
-            if prop in UNIT_CLASS_PROPERTIES.get(uclass, frozenset()):
+            if self.unit_fits(index, uclass, unit_norm):
                 adj += 0.10
                 if unit_norm and unit_norm in self.views.units[index]:
                     adj += 0.04
@@ -172,6 +172,12 @@ class Reranker:
             return 0.02  # urine routine chemistry is a dipstick
         return -0.05 if "manua" in method else -0.02
 
+    def unit_fits(self, index: int, uclass: str, unit_norm: str | None) -> bool:
+        """The unit's class is one the row's property is printed in, or the unit is one of the row's own
+        ("index" for an antibody's arbitrary units, whose class is otherwise a ratio's)."""
+        return (self.reference.entries[index].property in UNIT_CLASS_PROPERTIES.get(uclass, frozenset())
+                or bool(unit_norm) and unit_norm in self.views.units[index])
+
     def rank(self, query: LabTestQuery, norm: NormalisedName, evidence: Evidence) -> Ranking:
         """Candidates best first and the confidence features of the best."""
         uclass = unit_class(query.unit) or property_class(norm.hint)
@@ -209,7 +215,7 @@ class Reranker:
         rival = next((s for s, i, _, _ in scored[1:] if concept[i] == concept[best_i] and (
             self.reference.entries[i].property == best.property
             or {self.reference.entries[i].property, best.property} <= INTERCHANGEABLE_PROPERTIES)), None)
-        fit = 0 if uclass is None else (1 if best.property in UNIT_CLASS_PROPERTIES.get(uclass, ()) else -1)
+        fit = 0 if uclass is None else (1 if self.unit_fits(best_i, uclass, unit_norm) else -1)
         variant_margin = VARIANT_MARGIN_CAP if rival is None else min(best_score - rival, VARIANT_MARGIN_CAP)
         features = {"score": best_score, "concept_margin": min(best_score - other_concept, 1.0),
                     "variant_margin": variant_margin, "direct": direct, "usual": best_i in evidence.synonym,
