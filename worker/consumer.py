@@ -14,8 +14,8 @@ Like bbc/sqs-consumer: a small loop object with explicit options and a handler.
 - ``handler(messages)`` gets the batch's decoded messages and returns a :class:`Result` per
   message id: :func:`done` (deleted, in one batch call, while the next poll receives),
   :func:`retry` (left undeleted, its visibility set to a backoff that grows with its receive
-  count; after the queue's maxReceiveCount SQS redrives it), or :func:`poison` (dead-lettered). A message without a
-  result, or a handler that raises, means retry.
+  count; after the queue's maxReceiveCount SQS redrives it), or :func:`poison` (dead-lettered).
+  A message without a result, or a handler that raises, means retry.
 - Queues are polled in the order given: the first ones (priority) with a short poll, the last one
   with a long poll, so a priority message is always taken first.
 - While the handler works (in a worker thread), the consumer's thread extends the batch's

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from worker.mapping.names import ReferenceViews, stems
@@ -50,11 +51,16 @@ class Ranking:
     features: dict  # what the decision's confidence model reads (empty when there is no candidate)
 
 
+@lru_cache(maxsize=16384)  # asked for every candidate of a name
+def _ig_classes(text: str) -> frozenset[str]:
+    return frozenset(IG_CLASS.findall(text))
+
+
 class Reranker:
     def __init__(self, reference: Reference, views: ReferenceViews):
         self.reference = reference
         self.views = views
-        self.ig_classes = [frozenset(IG_CLASS.findall(e.component.lower())) for e in reference.entries]
+        self.ig_classes = [_ig_classes(e.component.lower()) for e in reference.entries]
 
     def adjustment(self, entry: ReferenceEntry, norm: NormalisedName, uclass: str | None, unit_norm: str,
                    qualitative: bool | None, unit_words: frozenset[str] = frozenset()) -> float:
@@ -148,7 +154,7 @@ class Reranker:
     def _antibody_class_fit(self, index: int, norm: NormalisedName) -> float:
         """An antibody class the name names (IgG, IgM) is the analyte's, not a detail: the row of another
         class is another test; a row with no class (total antibody) is a weaker reading."""
-        named = frozenset(IG_CLASS.findall(norm.expanded))
+        named = _ig_classes(norm.expanded)
         if not named:
             return 0.0
         row = self.ig_classes[index]
