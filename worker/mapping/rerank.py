@@ -143,6 +143,10 @@ class Reranker:
         if exact:
             if system == exact:  # venous or capillary blood named outright outweighs a usual whole-blood code
                 return SPECIFIC_BLOOD_FIT if wanted in ("venous", "capillary") else 0.08
+            # venous or capillary blood named, no row of its own: whole blood is the nearest reading, nearer
+            # than a plasma the lab would have to spin ("INR POC" is the meter's INR in blood)
+            if system == "bld" and wanted in ("venous", "capillary"):
+                return SPECIFIC_BLOOD_FIT / 2  # less than the named blood's own row, with a usual-variant bonus
             # platelet-poor plasma is a plasma; venous, capillary and whole blood are all blood
             return 0.03 if system.startswith(exact[:3]) or (system == "ppp" and wanted == "serplas") else 0.0
         if wanted == "serum" and loinc_style:
