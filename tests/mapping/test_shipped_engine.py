@@ -174,9 +174,11 @@ def test_an_antibody_class_named_is_the_answer_s_class(engine, name, klass):
     ("CaOx Cry UrnS Ql Micro", None, "5774-5"),  # LOINC's short-name abbreviations
     ("FVIII Inhib PPP-aCnc", "[Beth'U]/mL", "3204-5"),
     ("Amylase.P SerPl-cCnc", "U/L", "1805-1"),
-    ("INR POC", None, "34714-6"),
+    ("INR POC", None, "34714-6"),  # a point-of-care meter's INR is in blood, not platelet-poor plasma
     ("HEPATITIS B SURFACE ANTIBODY, QUALITATIVE", None, "22322-2"),  # the scale spelled out
-    ("Quantitative CRP", "mg/L", "1988-5"),  # a point-of-care meter's INR is in blood, not platelet-poor plasma
+    ("Quantitative CRP", "mg/L", "1988-5"),
+    ("COMPLEMENT COMPONENT C3C", "mg/dL", "4485-9"),  # C3c: the fragment immunoassays measure for C3
+    ("BACTERIA", "/HPF", "5769-5"),  # a number per high-power field is a count per area, not presence
 ])
 def test_what_record_systems_print_beside_the_name(engine, name, unit, code):
     assert engine.map([LabTestQuery(name, unit)])[0].loinc_code == code

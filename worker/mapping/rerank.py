@@ -76,6 +76,8 @@ class Reranker:
                 adj += 0.10
                 if unit_norm and unit_norm in self.views.units[index]:
                     adj += 0.04
+                if uclass == "field" and prop in ("Naric", "NFld"):
+                    adj += 0.03  # a number per field is a count per area; presence rows only also fit "few /HPF"
             else:
                 adj -= 0.35
             if scale and scale != "qn" and uclass not in ("field", "titer"):
