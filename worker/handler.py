@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
@@ -256,48 +256,36 @@ class LabCategorizationHandler:
 
     def _complete(self, rows: dict[str, repo.JobRow], written: dict[str, list[repo.ResultRow]]
                   ) -> dict[str, Exception]:
-        """Write the batch's results in one transaction; if that fails while the database takes writes,
-        job by job, so that one job's bad data fails only that job. Returns the errors by job."""
+        """Write the batch's results in one transaction (job by job if that fails); the errors by job."""
+        return self._whole_or_job_by_job(
+            list(written), lambda ids: repo.complete_jobs(self.db, [(rows[i], written[i]) for i in ids]), "writing")
+
+    def _claim(self, rows: dict[str, repo.JobRow]) -> tuple[repo.Claim, dict[str, Exception]]:
+        """Claim the batch in one statement (job by job if that fails); the claim and the errors by job."""
+        claims: list[repo.Claim] = []
+        errors = self._whole_or_job_by_job(
+            list(rows), lambda ids: claims.append(repo.claim_jobs(self.db, [rows[i] for i in ids])), "claiming")
+        return repo.Claim(set().union(*(c.done for c in claims)), set().union(*(c.reused for c in claims))), errors
+
+    def _whole_or_job_by_job(self, job_ids: list[str], run: Callable[[list[str]], object], what: str
+                             ) -> dict[str, Exception]:
+        """``run`` the whole batch in one go; if that fails while the database takes writes, job by job, so
+        that one job's bad data fails only that job. Returns the errors by job."""
         try:
-            repo.complete_jobs(self.db, [(rows[job_id], results) for job_id, results in written.items()])
+            run(job_ids)
             return {}
         except Exception as error:  # noqa: BLE001 - sorted out below: one job's data, or the database
             batch_error = error
-        if len(written) == 1 or not repo.ready(self.db):
-            return dict.fromkeys(written, batch_error)
-        log.warning("writing the batch failed; writing job by job", extra={"error": _error_text(batch_error)})
+        if len(job_ids) == 1 or not repo.ready(self.db):
+            return dict.fromkeys(job_ids, batch_error)
+        log.warning("%s the batch failed; %s job by job", what, what, extra={"error": _error_text(batch_error)})
         errors: dict[str, Exception] = {}
-        for job_id, results in written.items():
+        for job_id in job_ids:
             try:
-                repo.complete_job(self.db, rows[job_id], results)
+                run([job_id])
             except Exception as error:  # noqa: BLE001 - this job's own failure
                 errors[job_id] = error
         return errors
-
-    def _claim(self, rows: dict[str, repo.JobRow]) -> tuple[repo.Claim, dict[str, Exception]]:
-        """Claim the batch in one statement; if that fails while the database takes writes, job by job.
-
-        Returns the claim and, per job that could not be claimed, its error.
-        """
-        try:
-            return repo.claim_jobs(self.db, list(rows.values())), {}
-        except Exception as error:  # noqa: BLE001 - sorted out below: one job's data, or the database
-            batch_error = error
-        if len(rows) == 1 or not repo.ready(self.db):
-            return repo.Claim(set(), set()), dict.fromkeys(rows, batch_error)
-        log.warning("claiming the batch failed; claiming job by job", extra={"error": _error_text(batch_error)})
-        done_ids: set[str] = set()
-        reused: set[str] = set()
-        errors: dict[str, Exception] = {}
-        for job_id, row in rows.items():
-            try:
-                claim = repo.claim_jobs(self.db, [row])
-            except Exception as error:  # noqa: BLE001 - this job's own failure
-                errors[job_id] = error
-                continue
-            done_ids |= claim.done
-            reused |= claim.reused
-        return repo.Claim(done_ids, reused), errors
 
     def _map(self, queries: dict[str, list[LabTestQuery]]) -> dict[str, list[tuple[MappingResult, str | None]]]:
         """(result, model_version) per test, memory first, one engine call for the rest."""
